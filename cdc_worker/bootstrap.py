@@ -1,0 +1,100 @@
+"""The one composition root: builds every client from the settings. Nothing connects at import."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pymysql
+import redis
+from sqlalchemy import Engine, create_engine
+
+from cdc_worker.errors import SourceError
+from cdc_worker.metrics import WorkerMetrics
+from cdc_worker.redis_store import RedisStore
+from cdc_worker.settings import Settings
+from cdc_worker.snapshotter import Snapshotter
+from cdc_worker.source import SourceConfig
+from cdc_worker.source_checks import ServerInfo, check_source
+from cdc_worker.worker import Worker
+
+
+@dataclass
+class App:
+    """Everything a worker process uses, built once."""
+
+    settings: Settings
+    redis_client: redis.Redis
+    engine: Engine
+    metrics: WorkerMetrics
+    worker: Worker
+
+    def close(self) -> None:
+        """Release every connection."""
+        self.redis_client.close()
+        self.engine.dispose()
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    """A pooled client for the read model's Redis."""
+    return redis.Redis.from_url(
+        settings.redis_url.get_secret_value(), socket_timeout=30, health_check_interval=30
+    )
+
+
+def mysql_engine(settings: Settings) -> Engine:
+    """The SQLAlchemy engine for snapshots (the worker's least-privilege user)."""
+    return create_engine(settings.mysql, pool_pre_ping=True, pool_size=2, max_overflow=2)
+
+
+def inspect_source(settings: Settings) -> ServerInfo:
+    """Connect once and check binlog settings and grants; raises with what to change."""
+    url = settings.mysql
+    try:
+        connection = pymysql.connect(
+            host=url.host or "127.0.0.1",
+            port=url.port or 3306,
+            user=url.username or "",
+            password=url.password or "",
+            connect_timeout=10,
+        )
+    except pymysql.err.MySQLError as exc:
+        where = f"{url.username}@{url.host}:{url.port or 3306}"
+        raise SourceError(f"cannot connect to CDC_MYSQL_URL ({where}): {exc}") from None
+    try:
+        return check_source(connection, url.database or "")
+    finally:
+        connection.close()
+
+
+def source_config(settings: Settings, info: ServerInfo) -> SourceConfig:
+    """What the binlog reader needs, from the settings and the server."""
+    url = settings.mysql
+    return SourceConfig(
+        host=url.host or "127.0.0.1",
+        port=url.port or 3306,
+        user=url.username or "",
+        password=url.password or "",
+        database=url.database or "",
+        server_id=settings.server_id,
+        heartbeat_s=settings.heartbeat_s,
+        stall_timeout_s=settings.stall_timeout_s,
+        batch_max_rows=settings.batch_max_rows,
+        is_mariadb=info.is_mariadb,
+    )
+
+
+def bootstrap(settings: Settings, info: ServerInfo) -> App:
+    """Wire the worker: Redis store, snapshotter, binlog source, metrics."""
+    client = redis_client(settings)
+    engine = mysql_engine(settings)
+    metrics = WorkerMetrics()
+    store = RedisStore(client, settings.dead_letter_max_len)
+    snapshotter = Snapshotter(engine, store, metrics, settings.snapshot_chunk_rows)
+    worker = Worker(
+        store,
+        snapshotter,
+        source_config(settings, info),
+        metrics,
+        settings.reconnect_backoff_max_s,
+    )
+    return App(settings, client, engine, metrics, worker)

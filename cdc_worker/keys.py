@@ -1,0 +1,48 @@
+"""Every Redis key the worker owns, defined here and nowhere else.
+
+State keys carry a generation number: a resync builds generation N+1 beside the live
+generation N and one atomic step makes it current (see README, "Redis keys").
+"""
+
+from __future__ import annotations
+
+DOCUMENTS = "tickets"
+"""Hash: ticket id -> document JSON. The read model; its name is a contract."""
+
+PREFIX = "ticket-sync"
+CHECKPOINT = f"{PREFIX}:checkpoint"
+"""String: JSON checkpoint (generation, binlog file/pos, GTID) of the last applied commit."""
+DEAD_LETTERS = f"{PREFIX}:dead-letters"
+"""Stream: rows the projector could not place, capped."""
+HEARTBEAT = f"{PREFIX}:heartbeat"
+"""String with TTL: the worker's liveness and position."""
+
+
+def generation_prefix(generation: int) -> str:
+    """Prefix of every key of one generation."""
+    return f"{PREFIX}:g{generation}:"
+
+
+def states(generation: int) -> str:
+    """Hash: ticket id -> ticket state JSON (row and children), soft-deleted ones included."""
+    return f"{generation_prefix(generation)}states"
+
+
+def refs(generation: int, kind: str) -> str:
+    """Hash: reference id -> JSON, for kind in department, status, user, tag."""
+    return f"{generation_prefix(generation)}ref:{kind}"
+
+
+def link(generation: int, kind: str, ref_id: int) -> str:
+    """Set: ids of tickets whose state refers to this reference (fan-out and cascades)."""
+    return f"{generation_prefix(generation)}link:{kind}:{ref_id}"
+
+
+def staging_documents(generation: int) -> str:
+    """Hash: documents a snapshot builds before they are swapped into ``DOCUMENTS``."""
+    return f"{generation_prefix(generation)}staging-tickets"
+
+
+def retired_documents(generation: int) -> str:
+    """Hash: the previous read model, renamed away during a swap and unlinked at once."""
+    return f"{generation_prefix(generation)}retired-tickets"

@@ -1,0 +1,137 @@
+"""The one settings object. Loaded by the entry point, passed down; nothing else reads env."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from cdc_worker.errors import ConfigurationError
+
+ENV_PREFIX = "CDC_"
+
+
+class Settings(BaseSettings):
+    """Every knob of the worker, the API and the CLI; env names are ``CDC_`` + field name."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    mysql_url: SecretStr = Field(
+        default=SecretStr("mysql+pymysql://cdc:cdc@127.0.0.1:3306/helpdesk"),
+        description="SQLAlchemy URL of the source database (user needs REPLICATION SLAVE, "
+        "REPLICATION CLIENT and SELECT).",
+    )
+    admin_mysql_url: SecretStr | None = Field(
+        default=None,
+        description="URL with DDL/DML rights, used only by `migrate` and `seed`; "
+        "defaults to CDC_MYSQL_URL.",
+    )
+    redis_url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/1"),
+        description="Redis URL of the read model (database 1 by default).",
+    )
+    server_id: int = Field(
+        default=4242, ge=1, le=2**32 - 1, description="Replica server id the worker uses."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: JSON when stderr is not a terminal."
+    )
+    batch_max_rows: int = Field(
+        default=5000, ge=1, le=1_000_000, description="Row changes per atomic Redis apply."
+    )
+    heartbeat_s: float = Field(
+        default=5.0, gt=0, le=3600, description="Binlog heartbeat period asked of the server."
+    )
+    stall_timeout_s: float = Field(
+        default=30.0, gt=0, description="No event nor heartbeat for this long: reconnect."
+    )
+    reconnect_backoff_max_s: float = Field(default=10.0, gt=0)
+    snapshot_chunk_rows: int = Field(default=2000, ge=1, le=100_000)
+    dead_letter_max_len: int = Field(default=10_000, ge=1)
+    worker_http_host: str = "127.0.0.1"
+    worker_http_port: int = Field(
+        default=9108, ge=0, le=65535, description="Worker /metrics port; 0 turns it off."
+    )
+
+    @field_validator("mysql_url", "admin_mysql_url")
+    @classmethod
+    def _mysql_url_is_sqlalchemy_mysql(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        url = _parse_url(value.get_secret_value())
+        if not url.drivername.startswith(("mysql", "mariadb")):
+            raise ValueError("must be a mysql+pymysql:// URL")
+        if not url.database:
+            raise ValueError("must name the database, e.g. .../helpdesk")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_scheme(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @property
+    def mysql(self) -> URL:
+        """The parsed source URL (holds the password: never log it, use ``masked``)."""
+        return _parse_url(self.mysql_url.get_secret_value())
+
+    @property
+    def admin_url(self) -> str:
+        """The URL migrations and seeding use (holds the password: never log it)."""
+        chosen = self.admin_mysql_url or self.mysql_url
+        return chosen.get_secret_value()
+
+    def secrets(self) -> list[str]:
+        """Every password in the settings, for the log masker."""
+        found = []
+        for value in (self.mysql_url, self.admin_mysql_url, self.redis_url):
+            if value is not None:
+                password = _parse_url(value.get_secret_value()).password
+                if password:
+                    found.append(str(password))
+        return found
+
+    def masked(self) -> dict[str, object]:
+        """The effective configuration with every password replaced, for start-up logs."""
+        shown: dict[str, object] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = mask_url(value.get_secret_value())
+            shown[name] = value
+        return shown
+
+
+def _parse_url(raw: str) -> URL:
+    try:
+        return make_url(raw)
+    except ArgumentError:
+        raise ValueError("is not a valid URL") from None
+
+
+def mask_url(raw: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://user:***@host``."""
+    scheme, sep, rest = raw.partition("://")
+    if not sep or "@" not in rest:
+        return raw
+    credentials, _, host = rest.rpartition("@")
+    user, colon, _password = credentials.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read ``CDC_`` variables; raise ConfigurationError naming each bad one, without values."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = [
+            f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors(include_input=False, include_url=False)
+        ]
+        raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None

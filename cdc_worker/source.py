@@ -1,0 +1,277 @@
+"""The binlog source: a reader thread that turns binlog events into transaction chunks.
+
+The thread owns the replication connection. It never reconnects by itself (the library's
+silent reconnect would re-deliver or skip events): any connection problem ends the thread
+with ``StreamInterrupted`` and the worker resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pymysql
+from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.event import (
+    HeartbeatLogEvent,
+    MariadbGtidEvent,
+    QueryEvent,
+    RotateEvent,
+    XidEvent,
+)
+from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+
+from cdc_worker.checkpoint import Position
+from cdc_worker.errors import CheckpointLost, StreamInterrupted
+from projections.changes import TRACKED_TABLES, Op, RowChange
+
+NO_FOREIGN_KEY_CHECKS_FLAG = 0x0002
+ER_MASTER_FATAL_ERROR_READING_BINLOG = 1236
+ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
+TRUNCATING_DDL = ("TRUNCATE", "DROP", "RENAME")
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Row changes of one transaction, or of a slice of a large one.
+
+    ``commit`` is set on the chunk that ends a transaction: a safe checkpoint. ``ddl`` holds
+    a statement that changed a tracked table's data outside row events (TRUNCATE, DROP).
+    """
+
+    changes: list[RowChange] = field(default_factory=list)
+    commit: Position | None = None
+    committed_at_s: float = 0.0
+    ddl: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    """What the reader needs to connect; holds the password, never logged."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+    server_id: int
+    heartbeat_s: float
+    stall_timeout_s: float
+    batch_max_rows: int
+    is_mariadb: bool
+
+
+class _OwnedReconnectStream(BinLogStreamReader):  # type: ignore[misc]
+    """The library's reader, refusing its silent second connect."""
+
+    _connected_once = False
+
+    def _BinLogStreamReader__connect_to_stream(self) -> None:
+        if self._connected_once:
+            raise StreamInterrupted("replication connection lost")
+        self._connected_once = True
+        super()._BinLogStreamReader__connect_to_stream()
+
+
+def open_stream(config: SourceConfig, start: Position) -> Any:
+    """A blocking replication stream starting right after the commit at ``start``."""
+    settings = {
+        "host": config.host,
+        "port": config.port,
+        "user": config.user,
+        "passwd": config.password,
+        "read_timeout": max(config.stall_timeout_s, 2 * config.heartbeat_s),
+        "connect_timeout": 10,
+    }
+    position: dict[str, Any] = {"log_file": start.log_file, "log_pos": start.log_pos}
+    if config.is_mariadb and start.gtid:
+        position = {"auto_position": start.gtid, "is_mariadb": True}
+    return _OwnedReconnectStream(
+        connection_settings=settings,
+        server_id=config.server_id,
+        blocking=True,
+        resume_stream=True,
+        only_schemas=[config.database],
+        only_tables=list(TRACKED_TABLES),
+        only_events=[
+            *ROW_EVENTS,
+            QueryEvent,
+            XidEvent,
+            RotateEvent,
+            MariadbGtidEvent,
+            HeartbeatLogEvent,
+        ],
+        slave_heartbeat=config.heartbeat_s,
+        enable_logging=False,
+        **position,
+    )
+
+
+class GtidState:
+    """MariaDB's GTID position: the last GTID seen per replication domain."""
+
+    def __init__(self, initial: str | None) -> None:
+        self.by_domain: dict[str, str] = {}
+        for gtid in filter(None, (initial or "").split(",")):
+            self.by_domain[gtid.strip().split("-")[0]] = gtid.strip()
+
+    def see(self, gtid: str) -> None:
+        """Record a transaction's GTID."""
+        self.by_domain[gtid.split("-")[0]] = gtid
+
+    def __str__(self) -> str:
+        return ",".join(self.by_domain[d] for d in sorted(self.by_domain, key=int))
+
+
+def _row_changes(event: Any, position: str) -> list[RowChange]:
+    """Decode a row event (only tracked tables reach here) into row changes."""
+    checks = not (event.flags & NO_FOREIGN_KEY_CHECKS_FLAG)
+    table, rows = event.table, event.rows
+    if isinstance(event, UpdateRowsEvent):
+        return [
+            RowChange(table, Op.UPDATE, r["before_values"], r["after_values"], position, checks)
+            for r in rows
+        ]
+    if isinstance(event, WriteRowsEvent):
+        return [
+            RowChange(table, Op.INSERT, None, r["values"], position, checks) for r in event.rows
+        ]
+    return [RowChange(table, Op.DELETE, r["values"], None, position, checks) for r in event.rows]
+
+
+def data_changing_ddl(query: str) -> bool:
+    """TRUNCATE, DROP or RENAME of a tracked table: rows changed with no row events."""
+    words = query.replace("`", " ").replace(".", " ").replace(",", " ").split()
+    if not words or words[0].upper() not in TRUNCATING_DDL:
+        return False
+    return any(w.lower() in TRACKED_TABLES for w in words[1:])
+
+
+def translate_error(exc: BaseException) -> BaseException:
+    """Connection problems become ``StreamInterrupted``; a purged position ``CheckpointLost``."""
+    if isinstance(exc, pymysql.err.OperationalError):
+        code = exc.args[0] if exc.args else None
+        if code == ER_MASTER_FATAL_ERROR_READING_BINLOG:
+            return CheckpointLost(f"the server cannot serve the checkpoint: {exc.args[-1]}")
+        return StreamInterrupted(f"replication connection failed: {exc}")
+    if isinstance(exc, pymysql.err.InterfaceError | OSError | EOFError):
+        return StreamInterrupted(f"replication connection failed: {exc!r}")
+    return exc
+
+
+class BinlogReader:
+    """Reads the binlog on its own thread and hands chunks over through a bounded queue."""
+
+    def __init__(self, config: SourceConfig, start: Position, queue_max_chunks: int = 64):
+        self.config = config
+        self.start_position = start
+        self.chunks: queue.Queue[Chunk | BaseException] = queue.Queue(queue_max_chunks)
+        self.last_event_monotonic = time.monotonic()
+        self.events_seen = 0
+        self._stopping = threading.Event()
+        self._stream: Any = None
+        self._thread = threading.Thread(target=self._run, name="binlog-reader", daemon=True)
+        self._pending_error: BaseException | None = None
+
+    def start(self) -> None:
+        """Connect and start reading."""
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop reading: unblock the socket read and wait for the thread."""
+        self._stopping.set()
+        connection = getattr(self._stream, "_stream_connection", None)
+        sock = getattr(connection, "_sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(timeout_s)
+
+    def seconds_since_last_event(self) -> float:
+        """Heartbeats count as events: a silent stream for long means a stalled one."""
+        return time.monotonic() - self.last_event_monotonic
+
+    def next_batch(self, max_rows: int, wait_s: float) -> list[Chunk]:
+        """Chunks ready now, up to about ``max_rows`` changes; waits ``wait_s`` for the first."""
+        if self._pending_error is not None:
+            error, self._pending_error = self._pending_error, None
+            raise error
+        try:
+            first = self.chunks.get(timeout=wait_s)
+        except queue.Empty:
+            return []
+        if isinstance(first, BaseException):
+            raise first
+        return self._drain([first], max_rows)
+
+    def _drain(self, batch: list[Chunk], max_rows: int) -> list[Chunk]:
+        rows = len(batch[0].changes)
+        while rows < max_rows and batch[-1].ddl is None:
+            try:
+                item = self.chunks.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, BaseException):
+                self._pending_error = item
+                break
+            batch.append(item)
+            rows += len(item.changes)
+        return batch
+
+    def _put(self, item: Chunk | BaseException) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.chunks.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        try:
+            self._stream = open_stream(self.config, self.start_position)
+            self._consume(self._stream)
+        except BaseException as exc:  # handed to the worker, which decides
+            if not self._stopping.is_set():
+                self._put(translate_error(exc))
+        finally:
+            if self._stream is not None:
+                self._stream.close()
+
+    def _consume(self, stream: Any) -> None:
+        gtids = GtidState(self.start_position.gtid)
+        chunk = Chunk()
+        for event in stream:
+            self.last_event_monotonic = time.monotonic()
+            self.events_seen += 1
+            if self._stopping.is_set():
+                return
+            chunk = self._on_event(event, stream, gtids, chunk)
+
+    def _on_event(self, event: Any, stream: Any, gtids: GtidState, chunk: Chunk) -> Chunk:
+        if isinstance(event, MariadbGtidEvent):
+            gtids.see(event.gtid)
+        elif isinstance(event, ROW_EVENTS):
+            where = f"{stream.log_file}:{event.packet.log_pos}"
+            chunk.changes.extend(_row_changes(event, where))
+            if len(chunk.changes) >= self.config.batch_max_rows:
+                self._put(chunk)
+                return Chunk()
+        elif isinstance(event, XidEvent) or (
+            isinstance(event, QueryEvent) and event.query.strip().upper() != "BEGIN"
+        ):
+            return self._commit(event, stream, gtids, chunk)
+        return chunk
+
+    def _commit(self, event: Any, stream: Any, gtids: GtidState, chunk: Chunk) -> Chunk:
+        gtid = str(gtids) if self.config.is_mariadb and gtids.by_domain else None
+        chunk.commit = Position(stream.log_file, event.packet.log_pos, gtid)
+        chunk.committed_at_s = float(event.timestamp)
+        if isinstance(event, QueryEvent) and data_changing_ddl(event.query):
+            chunk.ddl = event.query[:500]
+        self._put(chunk)
+        return Chunk()

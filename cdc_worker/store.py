@@ -1,0 +1,103 @@
+"""The read-model store interface the pipeline depends on, and an in-memory fake of it.
+
+Every write is fenced by the checkpoint: a batch is applied only if the stored checkpoint is
+still the one the writer started from. A flushed or restarted Redis, or a second worker that
+moved the checkpoint, makes the batch fail with ``FenceLost`` instead of writing over it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cdc_worker.checkpoint import Checkpoint
+from cdc_worker.errors import StoreError
+from projections.projector import DeadLetter, StoreOps
+from projections.state import REF_KINDS, LinkKey, Refs, TicketState, decode_ref, decode_state
+
+
+class FenceLost(StoreError):
+    """Raised when the stored checkpoint is not the one a writer expected."""
+
+
+class BatchTx(Protocol):
+    """Reads and the one atomic write of a batch, under the checkpoint fence."""
+
+    def linked_ids(self, keys: Iterable[LinkKey]) -> set[int]:
+        """Ticket ids linked to any of ``keys``."""
+
+    def load_states(self, ids: Iterable[int]) -> dict[int, TicketState | None]:
+        """Ticket states by id; None for unknown ids."""
+
+    def commit(self, ops: StoreOps, checkpoint: Checkpoint | None) -> None:
+        """Write ``ops`` and, when given, the new checkpoint, all or nothing."""
+
+
+class ReadModelStore(Protocol):
+    """Where the read model, its state and its checkpoint live."""
+
+    def load_checkpoint(self) -> Checkpoint | None:
+        """The stored checkpoint, or None when there is no read model yet."""
+
+    def load_refs(self, generation: int) -> Refs:
+        """All reference tables of a generation."""
+
+    def batch(self, expected: Checkpoint) -> AbstractContextManager[BatchTx]:
+        """A fenced batch: raises ``FenceLost`` unless the checkpoint is ``expected``."""
+
+
+@dataclass
+class MemoryStore:
+    """A dict-backed ``ReadModelStore`` for unit tests: same semantics, no server."""
+
+    documents: dict[str, bytes] = field(default_factory=dict)
+    states: dict[int, bytes] = field(default_factory=dict)
+    refs: dict[str, dict[int, bytes]] = field(default_factory=lambda: {k: {} for k in REF_KINDS})
+    links: dict[LinkKey, set[int]] = field(default_factory=dict)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    checkpoint: Checkpoint | None = None
+
+    def load_checkpoint(self) -> Checkpoint | None:
+        return self.checkpoint
+
+    def load_refs(self, generation: int) -> Refs:
+        loaded = Refs()
+        for kind, entries in self.refs.items():
+            table = loaded.table(kind)
+            for ref_id, raw in entries.items():
+                table[ref_id] = decode_ref(kind, raw)
+        return loaded
+
+    @contextmanager
+    def batch(self, expected: Checkpoint | None) -> Iterator[MemoryStore]:
+        if self.checkpoint != expected:
+            raise FenceLost(f"checkpoint is {self.checkpoint}, expected {expected}")
+        yield self
+
+    def linked_ids(self, keys: Iterable[LinkKey]) -> set[int]:
+        return set().union(*(self.links.get(key, set()) for key in keys))
+
+    def load_states(self, ids: Iterable[int]) -> dict[int, TicketState | None]:
+        return {i: decode_state(i, self.states[i]) if i in self.states else None for i in ids}
+
+    def commit(self, ops: StoreOps, checkpoint: Checkpoint | None) -> None:
+        self.documents.update({str(i): doc for i, doc in ops.docs_put.items()})
+        for ticket_id in ops.docs_deleted:
+            self.documents.pop(str(ticket_id), None)
+        self.states.update(ops.states_put)
+        for ticket_id in ops.states_deleted:
+            self.states.pop(ticket_id, None)
+        for key, ids in ops.links_added.items():
+            self.links.setdefault(key, set()).update(ids)
+        for key, ids in ops.links_removed.items():
+            self.links.get(key, set()).difference_update(ids)
+        for kind, entries in ops.refs_put.items():
+            self.refs[kind].update(entries)
+        for kind, ids in ops.refs_deleted.items():
+            for ref_id in ids:
+                self.refs[kind].pop(ref_id, None)
+        self.dead_letters.extend(ops.dead_letters)
+        if checkpoint is not None:
+            self.checkpoint = checkpoint

@@ -1,0 +1,212 @@
+"""The worker loop: snapshot when needed, then read -> project -> apply atomically -> record.
+
+Connection problems end a *session*; the loop backs off and starts a new one from the
+stored checkpoint, so the library's own reconnects never re-deliver or skip anything.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import pymysql
+import redis
+import sqlalchemy.exc
+import structlog
+
+from cdc_worker.checkpoint import Checkpoint
+from cdc_worker.errors import CheckpointLost, StreamInterrupted
+from cdc_worker.metrics import WorkerMetrics
+from cdc_worker.pipeline import apply_changes
+from cdc_worker.redis_store import RedisStore
+from cdc_worker.snapshotter import Snapshotter
+from cdc_worker.source import BinlogReader, Chunk, SourceConfig
+from cdc_worker.store import FenceLost
+from projections.state import Refs
+
+RECOVERABLE = (
+    StreamInterrupted,
+    FenceLost,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    pymysql.err.OperationalError,
+    pymysql.err.InterfaceError,
+    OSError,
+)
+IDLE_WAIT_S = 0.5
+IDLE_CHECKPOINT_EVERY_S = 1.0
+HEARTBEAT_EVERY_S = 1.0
+HEARTBEAT_TTL_S = 30
+
+
+class ResyncNeeded(Exception):
+    """Raised inside a session when only a full snapshot can make the read model right."""
+
+
+@dataclass
+class Session:
+    """What one streaming session holds: the reader, the checkpoint, the references."""
+
+    reader: BinlogReader
+    checkpoint: Checkpoint
+    refs: Refs
+    pending: Checkpoint | None = None
+    pending_since_s: float = 0.0
+
+
+class Worker:
+    """Keeps the read model in step with the source until asked to stop."""
+
+    def __init__(
+        self,
+        store: RedisStore,
+        snapshotter: Snapshotter,
+        source: SourceConfig,
+        metrics: WorkerMetrics,
+        backoff_max_s: float,
+    ) -> None:
+        self.store = store
+        self.snapshotter = snapshotter
+        self.source = source
+        self.metrics = metrics
+        self.backoff_max_s = backoff_max_s
+        self.stopping = threading.Event()
+        self.resync_reason: str | None = None
+        self.log: Any = structlog.get_logger("cdc_worker")
+        self._last_heartbeat_s = 0.0
+
+    def request_stop(self) -> None:
+        """Finish the batch in hand, then return from ``run``."""
+        self.stopping.set()
+
+    def run(self) -> int:
+        """Stream until stopped; recover from every connection problem. Returns 0."""
+        failures = 0
+        while not self.stopping.is_set():
+            try:
+                self._session()
+                failures = 0
+            except RECOVERABLE as exc:
+                failures += 1
+                self._recover(exc, failures)
+            except CheckpointLost as exc:
+                self.log.warning("checkpoint gone from the server; full resync", error=str(exc))
+                self.resync_reason = "checkpoint_lost"
+        self.log.info("worker stopped")
+        return 0
+
+    def _recover(self, exc: BaseException, failures: int) -> None:
+        reason = "fence" if isinstance(exc, FenceLost) else type(exc).__name__
+        self.metrics.reconnects.labels(reason=reason).inc()
+        delay_s = min(self.backoff_max_s, 0.1 * 2 ** min(failures - 1, 10))
+        self.log.warning(
+            "session ended; resuming from the checkpoint",
+            error=str(exc)[:300],
+            kind=type(exc).__name__,
+            retry_in_s=round(delay_s, 2),
+        )
+        self.stopping.wait(delay_s)
+
+    def _session(self) -> None:
+        checkpoint = self.store.load_checkpoint()
+        if checkpoint is None or self.resync_reason is not None:
+            reason = self.resync_reason or "no_checkpoint"
+            checkpoint_refs = self.snapshotter.build(checkpoint, reason, self.stopping)
+            self.resync_reason = None
+            if checkpoint_refs is None:
+                return
+            checkpoint, refs = checkpoint_refs
+        else:
+            refs = self.store.load_refs(checkpoint.generation)
+        structlog.contextvars.bind_contextvars(position=str(checkpoint.position))
+        self.log.info("streaming", generation=checkpoint.generation)
+        reader = BinlogReader(self.source, checkpoint.position)
+        reader.start()
+        try:
+            self._stream(Session(reader, checkpoint, refs))
+        except ResyncNeeded as exc:
+            self.log.warning("full resync needed", reason=str(exc))
+            self.resync_reason = "ddl"
+        finally:
+            reader.stop()
+
+    def _stream(self, session: Session) -> None:
+        while not self.stopping.is_set():
+            chunks = session.reader.next_batch(self.source.batch_max_rows, IDLE_WAIT_S)
+            if chunks:
+                self._apply(session, chunks)
+            self._idle_duties(session)
+        self._flush_pending(session)
+
+    def _apply(self, session: Session, chunks: list[Chunk]) -> None:
+        started = time.perf_counter()
+        changes = [change for chunk in chunks for change in chunk.changes]
+        commits = [chunk for chunk in chunks if chunk.commit is not None]
+        new = session.checkpoint
+        if commits:
+            last = commits[-1]
+            assert last.commit is not None
+            new = session.checkpoint.advanced(last.commit, last.committed_at_s)
+        if changes or self._checkpoint_due(session):
+            self._commit(session, changes, new if new != session.checkpoint else None)
+        elif new != session.checkpoint:
+            session.pending = new
+        self._record(chunks, changes, commits, time.perf_counter() - started)
+        ddl = next((chunk.ddl for chunk in chunks if chunk.ddl), None)
+        if ddl:
+            raise ResyncNeeded(f"tracked table changed by DDL: {ddl[:120]}")
+
+    def _commit(self, session: Session, changes: list[Any], new: Checkpoint | None) -> None:
+        target = new or session.pending
+        if not changes and target is None:
+            return
+        ops = apply_changes(self.store, session.refs, changes, session.checkpoint, target)
+        for letter in ops.dead_letters:
+            table = letter.identity.split(":", 1)[0]
+            self.metrics.dead_letters.labels(table=table).inc()
+            self.log.warning(
+                "dead-lettered", row=letter.identity, at=letter.position, reason=letter.reason[:300]
+            )
+        if target is not None:
+            session.checkpoint, session.pending = target, None
+            session.pending_since_s = time.monotonic()
+            structlog.contextvars.bind_contextvars(position=str(target.position))
+
+    def _checkpoint_due(self, session: Session) -> bool:
+        return time.monotonic() - session.pending_since_s >= IDLE_CHECKPOINT_EVERY_S
+
+    def _flush_pending(self, session: Session) -> None:
+        if session.pending is not None:
+            self._commit(session, [], None)
+
+    def _idle_duties(self, session: Session) -> None:
+        if session.pending is not None and self._checkpoint_due(session):
+            self._commit(session, [], None)
+        age_s = session.reader.seconds_since_last_event()
+        self.metrics.last_event_age.set(age_s)
+        if age_s > self.source.stall_timeout_s:
+            raise StreamInterrupted(f"no event nor heartbeat for {age_s:.0f} s")
+        now = time.monotonic()
+        if now - self._last_heartbeat_s >= HEARTBEAT_EVERY_S:
+            self._last_heartbeat_s = now
+            self.store.beat(session.checkpoint, HEARTBEAT_TTL_S)
+
+    def _record(
+        self, chunks: list[Chunk], changes: list[Any], commits: list[Chunk], elapsed_s: float
+    ) -> None:
+        for (table, op), count in Counter((c.table, c.op.value) for c in changes).items():
+            self.metrics.rows.labels(table=table, op=op).inc(count)
+        self.metrics.transactions.inc(len(commits))
+        self.metrics.batch_rows.observe(len(changes))
+        self.metrics.apply_seconds.observe(elapsed_s)
+        if commits and commits[-1].committed_at_s:
+            self.metrics.lag_seconds.set(max(0.0, time.time() - commits[-1].committed_at_s))
+            position = commits[-1].commit
+            assert position is not None
+            self.metrics.position.labels(file=position.log_file).set(position.log_pos)

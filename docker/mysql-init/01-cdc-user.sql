@@ -1,0 +1,9 @@
+-- Least-privilege replication user for the CDC worker.
+-- The mysql image has already created 'cdc'@'%' from MYSQL_USER / MYSQL_PASSWORD (so the
+-- password comes from the environment, not from this file) with ALL on MYSQL_DATABASE.
+-- Narrow it to what the worker needs: read the binlog, read the helpdesk tables. (No CREATE
+-- USER here on purpose: without MYSQL_USER the GRANTs fail loudly instead of making a
+-- passwordless user.)
+REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'cdc'@'%';
+GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'cdc'@'%';
+GRANT SELECT ON helpdesk.* TO 'cdc'@'%';

@@ -1,0 +1,80 @@
+"""Row changes as the core sees them: table, operation, before and after images."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+Row = Mapping[str, Any]
+
+DEPARTMENTS = "departments"
+USERS = "users"
+STATUSES = "ticket_statuses"
+TICKETS = "tickets"
+ATTACHMENTS = "attachments"
+TAGS = "tags"
+TICKET_TAGS = "ticket_tags"
+COMMENTS = "comments"
+
+REFERENCE_TABLES = (DEPARTMENTS, USERS, STATUSES, TAGS)
+TICKET_TABLES = (TICKETS, ATTACHMENTS, TICKET_TAGS, COMMENTS)
+TRACKED_TABLES = REFERENCE_TABLES + TICKET_TABLES
+
+
+class Op(StrEnum):
+    """What happened to a row."""
+
+    INSERT = "insert"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True, slots=True)
+class RowChange:
+    """One row change.
+
+    ``position`` is an opaque source position used to report bad rows.
+    ``foreign_key_checks`` is False for rows written under FOREIGN_KEY_CHECKS=0, when InnoDB
+    applies no ON DELETE action either.
+    """
+
+    table: str
+    op: Op
+    before: Row | None
+    after: Row | None
+    position: str = ""
+    foreign_key_checks: bool = True
+
+    @property
+    def image(self) -> Row:
+        """The newest image: after for inserts and updates, before for deletes."""
+        image = self.after if self.after is not None else self.before
+        if image is None:
+            raise ValueError(f"{self.table} {self.op} change carries no row image")
+        return image
+
+    def identity(self) -> str:
+        """A short, stable description of the row, for logs and the dead-letter stream."""
+        image = self.after if self.after is not None else self.before
+        if image is None:
+            return f"{self.table}:?"
+        if self.table == TICKET_TAGS:
+            return f"{self.table}:{image.get('ticket_id')}/{image.get('tag_id')}"
+        return f"{self.table}:{image.get('id')}"
+
+
+def insert(table: str, row: Row, position: str = "") -> RowChange:
+    """An insert change, as snapshots and tests produce them."""
+    return RowChange(table, Op.INSERT, None, row, position)
+
+
+def update(table: str, before: Row, after: Row, position: str = "") -> RowChange:
+    """An update change."""
+    return RowChange(table, Op.UPDATE, before, after, position)
+
+
+def delete(table: str, row: Row, position: str = "") -> RowChange:
+    """A delete change."""
+    return RowChange(table, Op.DELETE, row, None, position)

@@ -1,0 +1,154 @@
+"""The projector: a batch of row changes in, the store operations that apply it out.
+
+Two steps, so the adapter can fetch exactly the state a batch needs in one round trip:
+``plan_reads`` names the ticket states and link sets to load, ``project`` applies the
+changes to them and returns ``StoreOps``. Every state change is a pure function of the row
+images (set or delete by key), so replaying changes from a checkpoint is idempotent.
+
+``project`` updates ``refs`` in place: when the store rejects the result, the caller must
+reload its references from the store (the worker rebuilds everything from the checkpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from projections.changes import RowChange
+from projections.documents import build_document, encode_document
+from projections.handlers import HANDLERS, Workspace, ref_link_changes, ticket_ids_of
+from projections.state import LinkKey, Refs, TicketState, encode_ref, encode_state
+from projections.values import BadValue
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPlan:
+    """The state a batch needs loaded before ``project`` runs."""
+
+    ticket_ids: frozenset[int]
+    link_keys: frozenset[LinkKey]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A row the projector could not place, with enough identity to find it again."""
+
+    identity: str
+    position: str
+    reason: str
+
+
+@dataclass(slots=True)
+class StoreOps:
+    """Everything one atomic store step must write."""
+
+    states_put: dict[int, bytes] = field(default_factory=dict)
+    states_deleted: set[int] = field(default_factory=set)
+    docs_put: dict[int, bytes] = field(default_factory=dict)
+    docs_deleted: set[int] = field(default_factory=set)
+    links_added: dict[LinkKey, set[int]] = field(default_factory=dict)
+    links_removed: dict[LinkKey, set[int]] = field(default_factory=dict)
+    refs_put: dict[str, dict[int, bytes]] = field(default_factory=dict)
+    refs_deleted: dict[str, set[int]] = field(default_factory=dict)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+    def is_empty(self) -> bool:
+        """True when the batch changes nothing in the store."""
+        return not (
+            self.states_put
+            or self.states_deleted
+            or self.docs_put
+            or self.docs_deleted
+            or self.links_added
+            or self.links_removed
+            or self.refs_put
+            or self.refs_deleted
+            or self.dead_letters
+        )
+
+
+def plan_reads(changes: Iterable[RowChange]) -> ReadPlan:
+    """Which ticket states and link sets ``project`` will need for these changes."""
+    ticket_ids: set[int] = set()
+    link_keys: set[LinkKey] = set()
+    for change in changes:
+        try:
+            ticket_ids.update(ticket_ids_of(change))
+            link_keys.update(ref_link_changes(change))
+        except (BadValue, KeyError, TypeError, ValueError):
+            continue  # project() dead-letters it with the reason
+    return ReadPlan(frozenset(ticket_ids), frozenset(link_keys))
+
+
+def project(
+    changes: Sequence[RowChange],
+    refs: Refs,
+    states: Mapping[int, TicketState | None],
+    linked_ids: Iterable[int] = (),
+) -> StoreOps:
+    """Apply ``changes`` to the loaded state and return the store operations.
+
+    ``states`` must hold every id in ``plan_reads(changes).ticket_ids`` and every id in
+    ``linked_ids`` (the tickets linked to ``plan_reads(changes).link_keys``), None if unknown.
+    """
+    ws = Workspace(refs, states, set(linked_ids))
+    ops = StoreOps()
+    for change in changes:
+        try:
+            HANDLERS[change.table](change, ws)
+        except (BadValue, KeyError, TypeError, ValueError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            ops.dead_letters.append(DeadLetter(change.identity(), change.position, reason))
+    _collect_refs(ws, ops)
+    _collect_tickets(ws, ops, changes[-1].position if changes else "")
+    return ops
+
+
+def _collect_refs(ws: Workspace, ops: StoreOps) -> None:
+    for (kind, ref_id), present in ws.ref_writes.items():
+        if present:
+            value = ws.refs.table(kind)[ref_id]
+            ops.refs_put.setdefault(kind, {})[ref_id] = encode_ref(kind, value)
+        else:
+            ops.refs_deleted.setdefault(kind, set()).add(ref_id)
+
+
+def _collect_tickets(ws: Workspace, ops: StoreOps, position: str) -> None:
+    for ticket_id in ws.loaded_ids():
+        old = ws.original.get(ticket_id)
+        new = ws.current.get(ticket_id, old)
+        changed = new != old
+        if changed:
+            _put_state(ticket_id, new, ops)
+        old_links = old.links() if old else set()
+        new_links = new.links() if new else set()
+        _diff_links(ticket_id, old_links, new_links, ops)
+        if changed or not new_links.isdisjoint(ws.changed_refs):
+            _put_document(ticket_id, new, ws.refs, ops, position)
+
+
+def _put_state(ticket_id: int, state: TicketState | None, ops: StoreOps) -> None:
+    if state is None or state.is_empty():
+        ops.states_deleted.add(ticket_id)
+    else:
+        ops.states_put[ticket_id] = encode_state(state)
+
+
+def _diff_links(ticket_id: int, old: set[LinkKey], new: set[LinkKey], ops: StoreOps) -> None:
+    for key in new - old:
+        ops.links_added.setdefault(key, set()).add(ticket_id)
+    for key in old - new:
+        ops.links_removed.setdefault(key, set()).add(ticket_id)
+
+
+def _put_document(
+    ticket_id: int, state: TicketState | None, refs: Refs, ops: StoreOps, position: str
+) -> None:
+    doc, problems = build_document(state, refs) if state else (None, [])
+    if doc is None:
+        ops.docs_deleted.add(ticket_id)
+        return
+    ops.docs_put[ticket_id] = encode_document(doc)
+    if problems:
+        reason = "document written with nulls: " + "; ".join(problems)
+        ops.dead_letters.append(DeadLetter(f"tickets:{ticket_id}", position, reason))

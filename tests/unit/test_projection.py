@@ -1,0 +1,232 @@
+"""The projector, driven through the in-memory store: documents follow every change."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import orjson
+import pytest
+
+from cdc_worker.checkpoint import Checkpoint, Position
+from cdc_worker.pipeline import apply_changes
+from cdc_worker.store import MemoryStore
+from projections.changes import (
+    ATTACHMENTS,
+    COMMENTS,
+    DEPARTMENTS,
+    STATUSES,
+    TAGS,
+    TICKET_TAGS,
+    TICKETS,
+    USERS,
+    RowChange,
+    delete,
+    insert,
+    update,
+)
+from projections.state import Refs
+from tests import factories as f
+
+
+class Harness:
+    """A store plus in-memory references, applying batches like the worker does."""
+
+    def __init__(self) -> None:
+        self.store = MemoryStore(checkpoint=Checkpoint(0, Position("mysql-bin.000001", 4)))
+        self.refs = Refs()
+        self.store_pos = 4
+
+    def apply(self, *changes: RowChange) -> None:
+        checkpoint = Checkpoint(0, Position("mysql-bin.000001", self.store_pos + 1))
+        apply_changes(self.store, self.refs, list(changes), self.store.checkpoint, checkpoint)
+        self.store_pos += 1
+
+    def doc(self, ticket_id: int) -> dict[str, Any] | None:
+        raw = self.store.documents.get(str(ticket_id))
+        return None if raw is None else orjson.loads(raw)
+
+
+@pytest.fixture
+def world() -> Harness:
+    h = Harness()
+    h.apply(
+        insert(DEPARTMENTS, f.department(1, "Support")),
+        insert(DEPARTMENTS, f.department(2, "Billing")),
+        insert(STATUSES, f.status(1, "open")),
+        insert(STATUSES, f.status(2, "closed", is_closed=1)),
+        insert(USERS, f.user(1, "req@example.com", full_name="Rita Requester")),
+        insert(USERS, f.user(2, "agent@example.com", full_name="Andy Agent")),
+        insert(TAGS, f.tag(1, "vip")),
+        insert(TAGS, f.tag(2, "bug")),
+    )
+    return h
+
+
+def test_a_new_ticket_gets_a_full_document(world: Harness) -> None:
+    world.apply(
+        insert(TICKETS, f.ticket(10, assignee_id=2, title="Printer 🔥")),
+        insert(ATTACHMENTS, f.attachment(5, 10)),
+        insert(ATTACHMENTS, f.attachment(3, 10)),
+        insert(TICKET_TAGS, f.ticket_tag(10, 2)),
+        insert(TICKET_TAGS, f.ticket_tag(10, 1)),
+        insert(COMMENTS, f.comment(1, 10, dt.datetime(2026, 1, 1, 0, 0, 0, 5))),
+    )
+    doc = world.doc(10)
+    assert doc == {
+        "id": 10,
+        "title": "Printer 🔥",
+        "description": None,
+        "priority": "normal",
+        "status_id": 1,
+        "status_name": "open",
+        "is_closed": False,
+        "department_id": 1,
+        "department_name": "Support",
+        "requester_id": 1,
+        "requester_email": "req@example.com",
+        "requester_name": "Rita Requester",
+        "assignee_id": 2,
+        "assignee_email": "agent@example.com",
+        "assignee_name": "Andy Agent",
+        "tags": ["bug", "vip"],
+        "attachments": [
+            {"id": 3, "filename": "file3.png", "content_type": "image/png", "size_bytes": 300},
+            {"id": 5, "filename": "file5.png", "content_type": "image/png", "size_bytes": 500},
+        ],
+        "attachment_count": 2,
+        "comment_count": 1,
+        "last_comment_at": "2026-01-01T00:00:00.000005Z",
+        "created_at": "2026-11-22T09:05:03.000120Z",
+        "updated_at": "2026-11-22T09:05:03.000120Z",
+    }
+
+
+def test_renaming_a_department_fans_out_to_its_tickets_only(world: Harness) -> None:
+    world.apply(insert(TICKETS, f.ticket(1)), insert(TICKETS, f.ticket(2, department_id=2)))
+    world.apply(update(DEPARTMENTS, f.department(1, "Support"), f.department(1, "Helpdesk")))
+    assert world.doc(1)["department_name"] == "Helpdesk"  # type: ignore[index]
+    assert world.doc(2)["department_name"] == "Billing"  # type: ignore[index]
+
+
+def test_closing_a_status_and_renaming_a_user_and_tag_fan_out(world: Harness) -> None:
+    world.apply(
+        insert(TICKETS, f.ticket(1, assignee_id=2)), insert(TICKET_TAGS, f.ticket_tag(1, 1))
+    )
+    world.apply(
+        update(STATUSES, f.status(1, "open"), f.status(1, "done", is_closed=1)),
+        update(USERS, f.user(2, "agent@example.com"), f.user(2, "a2@example.com", full_name="A")),
+        update(TAGS, f.tag(1, "vip"), f.tag(1, "gold")),
+    )
+    doc = world.doc(1)
+    assert doc is not None
+    assert (doc["status_name"], doc["is_closed"]) == ("done", True)
+    assert (doc["assignee_email"], doc["assignee_name"]) == ("a2@example.com", "A")
+    assert doc["tags"] == ["gold"]
+
+
+def test_deleting_a_ticket_removes_it_and_its_children_state(world: Harness) -> None:
+    world.apply(insert(TICKETS, f.ticket(1)), insert(ATTACHMENTS, f.attachment(1, 1)))
+    world.apply(delete(TICKETS, f.ticket(1)))
+    assert world.doc(1) is None
+    assert 1 not in world.store.states
+    assert world.store.links.get(("department", 1)) == set()
+
+
+def test_deleting_a_tag_cascades_to_every_ticket_including_soft_deleted(world: Harness) -> None:
+    world.apply(
+        insert(TICKETS, f.ticket(1)),
+        insert(TICKETS, f.ticket(2, is_deleted=1)),
+        insert(TICKET_TAGS, f.ticket_tag(1, 1)),
+        insert(TICKET_TAGS, f.ticket_tag(2, 1)),
+    )
+    world.apply(delete(TAGS, f.tag(1, "vip")))
+    world.apply(update(TICKETS, f.ticket(2, is_deleted=1), f.ticket(2, is_deleted=0)))
+    assert world.doc(1)["tags"] == []  # type: ignore[index]
+    assert world.doc(2)["tags"] == []  # type: ignore[index]
+
+
+def test_deleting_an_assignee_nulls_the_assignee_but_keeps_requesters(world: Harness) -> None:
+    world.apply(insert(USERS, f.user(3)), insert(TICKETS, f.ticket(1, assignee_id=3)))
+    world.apply(delete(USERS, f.user(3)))
+    doc = world.doc(1)
+    assert doc is not None
+    assert (doc["assignee_id"], doc["assignee_email"], doc["assignee_name"]) == (None, None, None)
+
+
+def test_soft_delete_hides_the_ticket_and_restore_brings_children_back(world: Harness) -> None:
+    world.apply(insert(TICKETS, f.ticket(1)), insert(ATTACHMENTS, f.attachment(1, 1)))
+    world.apply(update(TICKETS, f.ticket(1), f.ticket(1, is_deleted=1)))
+    assert world.doc(1) is None
+    world.apply(insert(COMMENTS, f.comment(9, 1)))
+    world.apply(update(TICKETS, f.ticket(1, is_deleted=1), f.ticket(1)))
+    doc = world.doc(1)
+    assert doc is not None
+    assert (doc["attachment_count"], doc["comment_count"]) == (1, 1)
+
+
+def test_deleting_the_latest_comment_recomputes_last_comment_at(world: Harness) -> None:
+    early, late = dt.datetime(2026, 1, 1), dt.datetime(2026, 2, 1)
+    world.apply(
+        insert(TICKETS, f.ticket(1)),
+        insert(COMMENTS, f.comment(1, 1, early)),
+        insert(COMMENTS, f.comment(2, 1, late)),
+    )
+    world.apply(delete(COMMENTS, f.comment(2, 1, late)))
+    doc = world.doc(1)
+    assert doc is not None
+    assert (doc["comment_count"], doc["last_comment_at"]) == (1, "2026-01-01T00:00:00.000000Z")
+
+
+def test_moving_an_attachment_between_tickets_updates_both(world: Harness) -> None:
+    world.apply(
+        insert(TICKETS, f.ticket(1)),
+        insert(TICKETS, f.ticket(2)),
+        insert(ATTACHMENTS, f.attachment(7, 1)),
+    )
+    world.apply(update(ATTACHMENTS, f.attachment(7, 1), f.attachment(7, 2)))
+    assert world.doc(1)["attachment_count"] == 0  # type: ignore[index]
+    assert world.doc(2)["attachment_count"] == 1  # type: ignore[index]
+
+
+def test_a_ticket_with_an_unknown_status_is_written_and_dead_lettered(world: Harness) -> None:
+    world.apply(
+        RowChange(
+            TICKETS,
+            insert(TICKETS, f.ticket(1, status_id=99)).op,
+            None,
+            f.ticket(1, status_id=99),
+            "mysql-bin.000001:400",
+            False,
+        )
+    )
+    doc = world.doc(1)
+    assert doc is not None
+    assert (doc["status_id"], doc["status_name"]) == (99, None)
+    [letter] = world.store.dead_letters
+    assert letter.identity == "tickets:1"
+    assert letter.position == "mysql-bin.000001:400"
+    assert "unknown status_id 99" in letter.reason
+
+
+def test_a_malformed_row_is_dead_lettered_and_the_batch_goes_on(world: Harness) -> None:
+    bad = {k: v for k, v in f.ticket(2).items() if k != "title"}
+    world.apply(insert(TICKETS, bad, "pos-1"), insert(TICKETS, f.ticket(3)))
+    assert world.doc(2) is None
+    assert world.doc(3) is not None
+    [letter] = world.store.dead_letters
+    assert (letter.identity, letter.position) == ("tickets:2", "pos-1")
+    assert "title" in letter.reason
+
+
+def test_replaying_a_batch_changes_nothing(world: Harness) -> None:
+    batch = [
+        insert(TICKETS, f.ticket(1)),
+        insert(ATTACHMENTS, f.attachment(1, 1)),
+        insert(COMMENTS, f.comment(1, 1)),
+        delete(ATTACHMENTS, f.attachment(1, 1)),
+    ]
+    world.apply(*batch)
+    before = dict(world.store.documents)
+    world.apply(*batch)
+    assert world.store.documents == before
