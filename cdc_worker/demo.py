@@ -105,9 +105,7 @@ def _live_change(admin_url: str, client: redis.Redis) -> float:
 
 
 def _print_summary(env: dict[str, str], count: int, fill_s: float, change_s: float) -> None:
-    print(
-        f"\nread model ready: {count:,} documents in hash '{keys.DOCUMENTS}' in {fill_s:.1f} s"
-    )
+    print(f"\nread model ready: {count:,} documents in hash '{keys.DOCUMENTS}' in {fill_s:.1f} s")
     print(f"a live UPDATE reached Redis in {change_s * 1000:.1f} ms")
     print(f"  MySQL:  {mask_url(env['CDC_MYSQL_URL'])}")
     print(f"  Redis:  {env['CDC_REDIS_URL']}")

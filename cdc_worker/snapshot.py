@@ -61,6 +61,7 @@ class Snapshot:
     def __init__(self, connection: Connection, position: Position) -> None:
         self.connection = connection
         self.position = position
+        self.label = f"snapshot at {position}"
 
     def reference_changes(self, chunk_rows: int) -> Iterator[list[RowChange]]:
         """Reference tables as insert changes, streamed with a server-side cursor."""
@@ -68,7 +69,7 @@ class Snapshot:
         for table in REFERENCE_TABLES:
             result = streaming.exec_driver_sql(f"SELECT {COLUMNS[table]} FROM {table}")
             for rows in result.mappings().partitions(chunk_rows):
-                yield [insert(table, dict(row)) for row in rows]
+                yield [insert(table, dict(row), self.label) for row in rows]
 
     def ticket_chunks(self, chunk_rows: int, after_id: int = 0) -> Iterator[TicketChunk]:
         """Tickets in id order, ``chunk_rows`` at a time, each with its children."""
@@ -79,9 +80,10 @@ class Snapshot:
                 (lower, chunk_rows),
             )
             upper = tickets[-1]["id"] if len(tickets) == chunk_rows else UNBOUNDED
-            changes = [insert(TICKETS, row) for row in tickets]
+            changes = [insert(TICKETS, row, self.label) for row in tickets]
             for table in CHILD_TABLES:
-                changes += [insert(table, row) for row in self._children(table, lower, upper)]
+                children = self._children(table, lower, upper)
+                changes += [insert(table, row, self.label) for row in children]
             yield TicketChunk(changes, lower, upper)
             if upper == UNBOUNDED:
                 return
@@ -116,7 +118,7 @@ def snapshot_position(connection: Connection) -> Position:
     """The binlog position of the open consistent snapshot (MariaDB), with its GTID state."""
     rows = connection.exec_driver_sql(
         "SHOW STATUS WHERE Variable_name IN ('Binlog_snapshot_file', 'Binlog_snapshot_position')"
-    ).tuples()
+    )
     status: dict[str, str] = {str(name): str(value) for name, value in rows}
     log_file = status.get("Binlog_snapshot_file")
     log_pos = status.get("Binlog_snapshot_position")

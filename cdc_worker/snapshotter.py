@@ -17,8 +17,9 @@ from sqlalchemy import Engine
 from cdc_worker.checkpoint import Checkpoint
 from cdc_worker.metrics import WorkerMetrics
 from cdc_worker.redis_store import RedisStore
+from cdc_worker.reporting import record_dead_letters
 from cdc_worker.snapshot import Snapshot, open_snapshot
-from projections.projector import plan_reads, project
+from projections.projector import StoreOps, plan_reads, project
 from projections.state import Refs
 
 
@@ -65,10 +66,14 @@ class Snapshotter:
         )
         return checkpoint, refs
 
+    def _write(self, generation: int, ops: StoreOps) -> None:
+        self.store.write_staged(generation, ops)
+        record_dead_letters(ops, self.metrics, self.log)
+
     def _load_refs(self, snapshot: Snapshot, generation: int) -> Refs:
         refs = Refs()
         for changes in snapshot.reference_changes(self.chunk_rows):
-            self.store.write_staged(generation, project(changes, refs, {}))
+            self._write(generation, project(changes, refs, {}))
         return refs
 
     def _load_tickets(
@@ -80,7 +85,7 @@ class Snapshotter:
             if stopping.is_set():
                 return None
             states = dict.fromkeys(plan_reads(chunk.changes).ticket_ids)
-            self.store.write_staged(generation, project(chunk.changes, refs, states))
+            self._write(generation, project(chunk.changes, refs, states))
             done += sum(1 for c in chunk.changes if c.table == "tickets")
             if time.monotonic() - last_log_s >= 2:
                 last_log_s = time.monotonic()

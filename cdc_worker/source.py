@@ -78,13 +78,22 @@ class _OwnedReconnectStream(BinLogStreamReader):  # type: ignore[misc]
         super()._BinLogStreamReader__connect_to_stream()
 
 
+def _connect(**settings: Any) -> pymysql.Connection[Any]:
+    """pymysql.connect without the deprecated argument names the library still passes."""
+    if "db" in settings:
+        settings["database"] = settings.pop("db")
+    if "passwd" in settings:
+        settings["password"] = settings.pop("passwd")
+    return pymysql.connect(**settings)
+
+
 def open_stream(config: SourceConfig, start: Position) -> Any:
     """A blocking replication stream starting right after the commit at ``start``."""
     settings = {
         "host": config.host,
         "port": config.port,
         "user": config.user,
-        "passwd": config.password,
+        "password": config.password,
         "read_timeout": max(config.stall_timeout_s, 2 * config.heartbeat_s),
         "connect_timeout": 10,
     }
@@ -108,6 +117,7 @@ def open_stream(config: SourceConfig, start: Position) -> Any:
         ],
         slave_heartbeat=config.heartbeat_s,
         enable_logging=False,
+        pymysql_wrapper=_connect,
         **position,
     )
 
