@@ -93,6 +93,15 @@ def read_model(client: redis.Redis) -> dict[str, dict[str, Any]]:
     return {k.decode(): orjson.loads(v) for k, v in client.hgetall(keys.DOCUMENTS).items()}
 
 
+def wait_heartbeat(redis_url: str, timeout_s: float = SYNC_TIMEOUT_S) -> None:
+    """Wait until a worker has written its heartbeat (it is streaming)."""
+    deadline = time.monotonic() + timeout_s
+    with redis.Redis.from_url(redis_url) as client:
+        while not client.exists(keys.HEARTBEAT):
+            assert time.monotonic() < deadline, "no worker heartbeat"
+            time.sleep(0.05)
+
+
 def wait_streaming(redis_url: str, timeout_s: float = SYNC_TIMEOUT_S) -> None:
     """Wait until the worker has a checkpoint (its first snapshot is swapped in)."""
     deadline = time.monotonic() + timeout_s

@@ -1,0 +1,125 @@
+"""Crashes and outages lose nothing and apply nothing twice."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cdc_worker.loadgen import run_workload
+from cdc_worker.localservers import MariaDBServer, RedisServer
+from cdc_worker.models import Base
+from cdc_worker.seed import seed
+from tests.conftest import SourceDatabase
+from tests.harness import spawn_worker, wait_heartbeat, wait_synced, worker_env, worker_thread
+
+KILLS = 12
+
+
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
+    source_db: SourceDatabase, redis_url: str, tmp_path: Path
+) -> None:
+    seed(source_db.engine, 300, seed=7)
+    rng = random.Random(20261122)
+    print(f"chaos seed 20261122, kills {KILLS}")
+    env = worker_env(source_db.cdc_url, redis_url, CDC_BATCH_MAX_ROWS="50")
+    done = threading.Event()
+    written: list[int] = []
+    writer = threading.Thread(
+        target=lambda: written.append(run_workload(source_db.engine, 8000, 3, done.is_set))
+    )
+    writer.start()
+    try:
+        for _ in range(KILLS):
+            worker = spawn_worker(env, tmp_path / "worker.log")
+            time.sleep(rng.uniform(0.8, 2.5))
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(10)
+    finally:
+        done.set()
+        writer.join(60)
+    print(f"transactions written during the kills: {written}")
+    assert written and written[0] > 100
+    final = spawn_worker(env, tmp_path / "worker.log")
+    try:
+        wait_synced(source_db.engine, redis_url, timeout_s=120)
+    finally:
+        final.send_signal(signal.SIGTERM)
+        final.wait(30)
+
+
+def test_sigterm_finishes_the_batch_in_hand_and_exits_zero(
+    source_db: SourceDatabase, redis_url: str, tmp_path: Path
+) -> None:
+    seed(source_db.engine, 50)
+    worker = spawn_worker(worker_env(source_db.cdc_url, redis_url), tmp_path / "w.log")
+    wait_synced(source_db.engine, redis_url)
+    wait_heartbeat(redis_url)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert "worker stopped" in (tmp_path / "w.log").read_text()
+
+
+@pytest.fixture
+def own_source(own_mariadb: MariaDBServer) -> SourceDatabase:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(own_mariadb.root_url, pool_pre_ping=True)
+    Base.metadata.create_all(engine)
+    return SourceDatabase("helpdesk", own_mariadb.root_url, own_mariadb.cdc_url, engine)
+
+
+def test_a_mariadb_restart_mid_stream_is_survived_without_restarting_the_worker(
+    own_mariadb: MariaDBServer, own_source: SourceDatabase, redis_url: str
+) -> None:
+    seed(own_source.engine, 100)
+    with worker_thread(own_source.cdc_url, redis_url) as app:
+        wait_synced(own_source.engine, redis_url)
+        run_workload(own_source.engine, 50, seed=1)
+        own_mariadb.kill()
+        own_source.engine.dispose()
+        own_mariadb.restart()
+        run_workload(own_source.engine, 50, seed=2)
+        wait_synced(own_source.engine, redis_url)
+        reconnects = sum(
+            s.value
+            for m in app.metrics.reconnects.collect()
+            for s in m.samples
+            if s.name.endswith("_total")
+        )
+    assert reconnects >= 1
+    own_source.engine.dispose()
+
+
+def test_a_redis_restart_empty_leads_to_a_new_snapshot_and_a_correct_read_model(
+    source_db: SourceDatabase, own_redis: RedisServer
+) -> None:
+    seed(source_db.engine, 100)
+    with worker_thread(source_db.cdc_url, own_redis.url) as app:
+        wait_synced(source_db.engine, own_redis.url)
+        own_redis.kill()
+        run_workload(source_db.engine, 30, seed=5)
+        own_redis.restart()
+        run_workload(source_db.engine, 30, seed=6)
+        wait_synced(source_db.engine, own_redis.url)
+        snapshots = app.metrics.snapshots.labels(reason="no_checkpoint")._value.get()
+    assert snapshots == 2
+
+
+def test_a_redis_flush_while_streaming_never_leaves_a_partial_read_model(
+    source_db: SourceDatabase, redis_url: str
+) -> None:
+    import redis
+
+    seed(source_db.engine, 100)
+    with worker_thread(source_db.cdc_url, redis_url):
+        wait_synced(source_db.engine, redis_url)
+        with redis.Redis.from_url(redis_url) as client:
+            client.flushdb()
+        run_workload(source_db.engine, 30, seed=8)
+        wait_synced(source_db.engine, redis_url)
