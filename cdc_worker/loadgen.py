@@ -173,6 +173,40 @@ def rename(c: Connection, rng: random.Random, ids: Ids) -> None:
     )
 
 
+def churn_tags(c: Connection, rng: random.Random, ids: Ids) -> None:
+    """Create a tag, or delete one (ticket_tags go by ON DELETE CASCADE)."""
+    if len(ids.tags) > 3 and rng.random() < 0.5:
+        tag = ids.tags.pop(rng.randrange(len(ids.tags)))
+        c.execute(text("DELETE FROM tags WHERE id=:i"), {"i": tag})
+        return
+    result = c.execute(
+        text("INSERT INTO tags (name) VALUES (:n)"), {"n": f"t-{rng.randrange(10**9)}"}
+    )
+    ids.tags.append(int(result.lastrowid))
+
+
+def churn_users(c: Connection, rng: random.Random, ids: Ids) -> None:
+    """Create a user, or delete one nobody requested (assignments go by ON DELETE SET NULL)."""
+    if len(ids.users) > 10 and rng.random() < 0.5:
+        user = rng.choice(ids.users[1:20])
+        deleted = c.execute(
+            text(
+                "DELETE FROM users WHERE id=:i "
+                "AND NOT EXISTS (SELECT 1 FROM tickets WHERE requester_id=:i) "
+                "AND NOT EXISTS (SELECT 1 FROM comments WHERE author_id=:i)"
+            ),
+            {"i": user},
+        )
+        if deleted.rowcount:
+            ids.users.remove(user)
+        return
+    result = c.execute(
+        text("INSERT INTO users (email, full_name, created_at) VALUES (:e, 'New Agent ✨', :at)"),
+        {"e": f"agent-{rng.randrange(10**9)}@example.com", "at": _now(rng)},
+    )
+    ids.users.insert(1, int(result.lastrowid))
+
+
 OPERATIONS: list[tuple[Callable[[Connection, random.Random, Ids], None], int]] = [
     (new_ticket, 30),
     (change_status, 15),
@@ -183,6 +217,8 @@ OPERATIONS: list[tuple[Callable[[Connection, random.Random, Ids], None], int]] =
     (soft_delete_or_restore, 5),
     (hard_delete, 3),
     (rename, 6),
+    (churn_tags, 2),
+    (churn_users, 2),
 ]
 
 

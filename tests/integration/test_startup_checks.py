@@ -47,10 +47,12 @@ def test_wrong_binlog_settings_stop_the_worker_with_what_to_set(
 def test_missing_replication_grants_stop_the_worker_naming_the_privilege(
     mariadb: MariaDBServer, redis_url: str
 ) -> None:
-    with pymysql.connect(host="127.0.0.1", port=mariadb.port, user="root") as conn:
-        with conn.cursor() as cur:
-            cur.execute("CREATE USER IF NOT EXISTS 'weak'@'127.0.0.1' IDENTIFIED BY 'weak-pass-1'")
-            cur.execute(f"GRANT SELECT ON `{mariadb.database}`.* TO 'weak'@'127.0.0.1'")
+    with (
+        pymysql.connect(host="127.0.0.1", port=mariadb.port, user="root") as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("CREATE USER IF NOT EXISTS 'weak'@'127.0.0.1' IDENTIFIED BY 'weak-pass-1'")
+        cur.execute(f"GRANT SELECT ON `{mariadb.database}`.* TO 'weak'@'127.0.0.1'")
     url = make_url(mariadb.cdc_url).set(username="weak", password="weak-pass-1")
     result = run_worker(worker_env(url.render_as_string(hide_password=False), redis_url))
     assert result.returncode == 2

@@ -1,0 +1,71 @@
+"""Settings fail fast with the variable's name; logs never carry a password."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import structlog
+
+from cdc_worker.errors import ConfigurationError
+from cdc_worker.logs import SecretMasker, configure_logging
+from cdc_worker.settings import load_settings, mask_url
+
+
+def test_defaults_point_the_read_model_at_redis_database_1() -> None:
+    settings = load_settings()
+    assert settings.redis_url.get_secret_value().endswith("/1")
+
+
+def test_an_invalid_value_names_the_variable_and_not_the_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CDC_MYSQL_URL", "postgresql://app:s3cr3t-pw@db/helpdesk")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert "CDC_MYSQL_URL" in str(caught.value)
+    assert "s3cr3t-pw" not in str(caught.value)
+
+
+def test_masked_settings_hide_every_password() -> None:
+    settings = load_settings(
+        mysql_url="mysql+pymysql://cdc:pw-one@h:3306/helpdesk",
+        redis_url="redis://default:pw-two@h:6379/1",
+    )
+    shown = json.dumps(settings.masked(), default=str)
+    assert "pw-one" not in shown
+    assert "pw-two" not in shown
+    assert "cdc:***@h:3306" in shown
+    assert sorted(settings.secrets()) == ["pw-one", "pw-two"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "masked"),
+    [
+        ("mysql+pymysql://cdc:secret@h/db", "mysql+pymysql://cdc:***@h/db"),
+        ("redis://h:6379/1", "redis://h:6379/1"),
+        ("redis://:only-pw@h/1", "redis://:***@h/1"),
+    ],
+)
+def test_mask_url_hides_only_the_password(raw: str, masked: str) -> None:
+    assert mask_url(raw) == masked
+
+
+def test_the_log_masker_scrubs_urls_and_known_secrets_anywhere_in_a_line() -> None:
+    masker = SecretMasker(["hunter2"])
+    event = {"event": "failed", "url": "mysql://u:pa55@h/db", "error": ValueError("x hunter2 y")}
+    masked = masker(None, "error", event)
+    assert masked["url"] == "mysql://u:***@h/db"
+    assert masked["error"] == "x *** y"
+
+
+def test_json_logs_carry_context_and_no_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("info", "json", ["topsecret"])
+    structlog.contextvars.bind_contextvars(position="mysql-bin.000001:4")
+    try:
+        structlog.get_logger().info("hello", dsn="mysql://a:topsecret@h/d", note="topsecret!")
+    finally:
+        structlog.contextvars.clear_contextvars()
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["position"] == "mysql-bin.000001:4"
+    assert "topsecret" not in json.dumps(line)
