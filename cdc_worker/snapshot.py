@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from cdc_worker.checkpoint import Position
 from cdc_worker.errors import SourceError
@@ -107,11 +108,37 @@ def open_snapshot(engine: Engine) -> Iterator[Snapshot]:
     """A consistent snapshot and the exact binlog position it corresponds to."""
     with engine.connect() as connection:
         connection.exec_driver_sql("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        connection.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
         try:
-            yield Snapshot(connection, snapshot_position(connection))
+            if _is_mariadb(connection):
+                connection.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                position = snapshot_position(connection)
+            else:
+                position = _locked_snapshot_position(connection)
+            yield Snapshot(connection, position)
         finally:
             connection.rollback()
+
+
+def _is_mariadb(connection: Connection) -> bool:
+    version = connection.exec_driver_sql("SELECT VERSION()").scalar_one()
+    return "mariadb" in str(version).lower()
+
+
+def _locked_snapshot_position(connection: Connection) -> Position:
+    """MySQL 8: no snapshot status variables, so hold a global read lock for an instant
+    (needs RELOAD), as mysqldump --single-transaction --source-data does."""
+    connection.exec_driver_sql("FLUSH TABLES WITH READ LOCK")
+    try:
+        connection.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        try:
+            row = connection.exec_driver_sql("SHOW BINARY LOG STATUS").first()
+        except DBAPIError:
+            row = connection.exec_driver_sql("SHOW MASTER STATUS").first()
+    finally:
+        connection.exec_driver_sql("UNLOCK TABLES")
+    if row is None:
+        raise SourceError("the server reports no binlog status: is log_bin on?")
+    return Position(str(row[0]), int(row[1]))
 
 
 def snapshot_position(connection: Connection) -> Position:
@@ -123,10 +150,7 @@ def snapshot_position(connection: Connection) -> Position:
     log_file = status.get("Binlog_snapshot_file")
     log_pos = status.get("Binlog_snapshot_position")
     if not log_file or log_pos is None:
-        raise SourceError(
-            "the server reports no binlog snapshot position: MariaDB with log_bin=ON is "
-            "required for snapshots (MySQL 8 snapshots are not supported yet)"
-        )
+        raise SourceError("the server reports no binlog snapshot position: is log_bin on?")
     gtid = connection.exec_driver_sql(
         "SELECT BINLOG_GTID_POS(%s, %s)", (log_file, int(log_pos))
     ).scalar_one_or_none()

@@ -52,8 +52,9 @@ def settings_problems(variables: Mapping[str, str]) -> list[str]:
     return problems
 
 
-def grant_problems(grant_lines: list[str], database: str) -> list[str]:
-    """Which of REPLICATION SLAVE, REPLICATION CLIENT and SELECT on the database is missing."""
+def grant_problems(grant_lines: list[str], database: str, is_mariadb: bool = True) -> list[str]:
+    """Which of REPLICATION SLAVE, REPLICATION CLIENT and SELECT on the database is missing
+    (and, on MySQL, RELOAD: its snapshots take a brief global read lock)."""
     global_privs: set[str] = set()
     db_privs: set[str] = set()
     wanted_targets = {f"`{database}`.*", f"{database}.*", f"`{database}`.%"}
@@ -66,7 +67,10 @@ def grant_problems(grant_lines: list[str], database: str) -> list[str]:
             global_privs |= privs
         elif match["target"] in wanted_targets:
             db_privs |= privs
-    return _missing(global_privs, db_privs, database)
+    missing = _missing(global_privs, db_privs, database)
+    if not is_mariadb and not global_privs & {"RELOAD", "ALL PRIVILEGES"}:
+        missing.append("RELOAD ON *.* (MySQL snapshots lock tables for an instant)")
+    return missing
 
 
 def _missing(global_privs: set[str], db_privs: set[str], database: str) -> list[str]:
@@ -93,7 +97,8 @@ def check_source(connection: Any, database: str) -> ServerInfo:
         raise ServerSettingsError(
             "the source server's binlog settings are wrong for CDC: " + "; ".join(problems)
         )
-    missing = grant_problems(grants, database)
+    is_mariadb = "MARIADB" in variables.get("version", "")
+    missing = grant_problems(grants, database, is_mariadb)
     if missing:
         raise MissingGrantsError(
             "the configured MySQL user lacks privileges the worker needs: "
@@ -101,5 +106,4 @@ def check_source(connection: Any, database: str) -> ServerInfo:
             + " (grant them to that user, e.g. GRANT REPLICATION SLAVE, REPLICATION CLIENT "
             "ON *.* TO ...; GRANT SELECT ON <database>.* TO ...)"
         )
-    version = variables.get("version", "")
-    return ServerInfo(version=version, is_mariadb="MARIADB" in version)
+    return ServerInfo(version=variables.get("version", ""), is_mariadb=is_mariadb)

@@ -5,5 +5,7 @@
 -- USER here on purpose: without MYSQL_USER the GRANTs fail loudly instead of making a
 -- passwordless user.)
 REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'cdc'@'%';
-GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'cdc'@'%';
+-- RELOAD: the initial snapshot holds FLUSH TABLES WITH READ LOCK for an instant to read
+-- its binlog position (MySQL has no lock-free snapshot position, unlike MariaDB).
+GRANT REPLICATION SLAVE, REPLICATION CLIENT, RELOAD ON *.* TO 'cdc'@'%';
 GRANT SELECT ON helpdesk.* TO 'cdc'@'%';

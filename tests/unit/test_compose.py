@@ -75,7 +75,7 @@ def test_services_run_the_cdc_worker_subcommands(services: dict[str, Any]) -> No
 
 def test_init_sql_grants_replication_and_select_only() -> None:
     sql = (ROOT / "docker/mysql-init/01-cdc-user.sql").read_text()
-    assert "GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'cdc'@'%'" in sql
+    assert "GRANT REPLICATION SLAVE, REPLICATION CLIENT, RELOAD ON *.* TO 'cdc'@'%'" in sql
     assert "GRANT SELECT ON helpdesk.* TO 'cdc'@'%'" in sql
 
 

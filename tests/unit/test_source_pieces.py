@@ -87,3 +87,13 @@ def test_ddl_that_changes_tracked_rows_is_recognised(query: str, changes_data: b
 def test_a_checkpoint_round_trips_through_its_stored_form() -> None:
     checkpoint = Checkpoint(3, Position("mysql-bin.000007", 1234, "0-1-99"), 1795300000.25)
     assert Checkpoint.decode(checkpoint.encode()) == checkpoint
+
+
+def test_mysql_also_needs_reload_for_its_snapshot_lock() -> None:
+    grants = [
+        "GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO `cdc`@`%`",
+        "GRANT SELECT ON `helpdesk`.* TO `cdc`@`%`",
+    ]
+    assert grant_problems(grants, "helpdesk", is_mariadb=True) == []
+    [problem] = grant_problems(grants, "helpdesk", is_mariadb=False)
+    assert problem.startswith("RELOAD ON *.*")
