@@ -177,10 +177,15 @@ def translate_error(exc: BaseException) -> BaseException:
 class BinlogReader:
     """Reads the binlog on its own thread and hands chunks over through a bounded queue."""
 
-    def __init__(self, config: SourceConfig, start: Position, queue_max_chunks: int = 64):
+    def __init__(self, config: SourceConfig, start: Position, queue_max_rows: int = 0):
         self.config = config
         self.start_position = start
-        self.chunks: queue.Queue[Chunk | BaseException] = queue.Queue(queue_max_chunks)
+        self.chunks: queue.Queue[Chunk | BaseException] = queue.Queue()
+        # Back-pressure by rows, not chunks: small transactions must batch up to
+        # batch_max_rows, large ones must not pile up in memory.
+        self.queue_max_rows = queue_max_rows or 4 * config.batch_max_rows
+        self._queued_rows = 0
+        self._room = threading.Condition()
         self.last_event_monotonic = time.monotonic()
         self.events_seen = 0
         self._stopping = threading.Event()
@@ -217,7 +222,14 @@ class BinlogReader:
             return []
         if isinstance(first, BaseException):
             raise first
-        return self._drain([first], max_rows)
+        batch = self._drain([first], max_rows)
+        self._release(sum(len(chunk.changes) for chunk in batch))
+        return batch
+
+    def _release(self, rows: int) -> None:
+        with self._room:
+            self._queued_rows -= rows
+            self._room.notify_all()
 
     def _drain(self, batch: list[Chunk], max_rows: int) -> list[Chunk]:
         rows = len(batch[0].changes)
@@ -234,12 +246,12 @@ class BinlogReader:
         return batch
 
     def _put(self, item: Chunk | BaseException) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.chunks.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
+        rows = len(item.changes) if isinstance(item, Chunk) else 0
+        with self._room:
+            while self._queued_rows > self.queue_max_rows and not self._stopping.is_set():
+                self._room.wait(0.2)
+            self._queued_rows += rows
+        self.chunks.put(item)
 
     def _run(self) -> None:
         try:
