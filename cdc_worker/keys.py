@@ -46,3 +46,18 @@ def staging_documents(generation: int) -> str:
 def retired_documents(generation: int) -> str:
     """Hash: the previous read model, renamed away during a swap and unlinked at once."""
     return f"{generation_prefix(generation)}retired-tickets"
+
+
+def index(generation: int, field: str, value: int) -> str:
+    """Sorted set (score = member = ticket id) of live tickets with ``field = value``.
+
+    Fields: all (value 0), status, department, requester, assignee (0 = unassigned), tag.
+    The read API pages through these by id; the worker maintains them atomically with the
+    documents.
+    """
+    return f"{generation_prefix(generation)}idx:{field}:{value}"
+
+
+def lookup(generation: int, kind: str) -> str:
+    """Hash: user email -> user id (kind user-email), tag name -> tag id (kind tag-name)."""
+    return f"{generation_prefix(generation)}lookup:{kind}"

@@ -19,6 +19,9 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self.events = Counter(
+            "cdc_events_total", "Binlog events read (heartbeats included)", registry=r
+        )
         self.rows = Counter("cdc_rows_total", "Row changes read", ["table", "op"], registry=r)
         self.transactions = Counter(
             "cdc_transactions_total", "Source transactions applied", registry=r
