@@ -12,11 +12,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
-from prometheus_client import start_http_server
 
 from cdc_worker.errors import CdcError, ConfigurationError, SourceError
 from cdc_worker.logs import configure_logging
 from cdc_worker.settings import Settings, load_settings
+from cdc_worker.worker_http import serve
 
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
@@ -26,6 +26,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cdc-worker", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="stream the binlog into the Redis read model")
+    api = commands.add_parser("api", help="serve the read API (Redis only)")
+    api.add_argument("--host", help="listen address (default CDC_API_HOST)")
+    api.add_argument("--port", type=int, help="listen port (default CDC_API_PORT)")
+    commands.add_parser("check", help="readiness verdict as an exit code (0 ready, 1 not)")
     migrate = commands.add_parser("migrate", help="apply Alembic migrations")
     migrate.add_argument("--revision", default="head")
     migrate.add_argument("--downgrade", action="store_true", help="downgrade to --revision")
@@ -48,8 +52,12 @@ def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
     info = inspect_source(settings)
     app = bootstrap(settings, info)
     if settings.worker_http_port:
-        start_http_server(
-            settings.worker_http_port, settings.worker_http_host, registry=app.metrics.registry
+        serve(
+            settings.worker_http_host,
+            settings.worker_http_port,
+            app.metrics.registry,
+            lambda: app.worker.last_loop_s,
+            max(60.0, 3 * settings.stall_timeout_s),
         )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: app.worker.request_stop())
@@ -57,6 +65,49 @@ def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
         return app.worker.run()
     finally:
         app.close()
+
+
+def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve the read API with uvicorn until SIGTERM/SIGINT."""
+    import uvicorn
+
+    from cdc_worker.api import create_app
+
+    host, port = args.host or settings.api_host, args.port or settings.api_port
+    log: Any = structlog.get_logger("cdc_worker.api")
+    log.info("api listening", url=f"http://{host}:{port}", config=settings.masked())
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        access_log=False,
+        log_config=None,
+        h11_max_incomplete_event_size=16_384,
+        limit_concurrency=1000,
+    )
+    return 0
+
+
+def cmd_check(settings: Settings, _args: argparse.Namespace) -> int:
+    """The /readyz verdict as an exit code, for container health checks."""
+    import time
+
+    import redis
+
+    from cdc_worker import keys
+    from cdc_worker.health import verdict
+
+    try:
+        with redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5) as r:
+            checkpoint, heartbeat = r.mget(keys.CHECKPOINT, keys.HEARTBEAT)
+    except redis.RedisError:
+        print("not ready: redis unreachable")
+        return EXIT_FAILURE
+    result = verdict(
+        checkpoint, heartbeat, time.time(), settings.max_lag_s, settings.heartbeat_max_age_s
+    )
+    print("ready" if result.ready else "not ready: " + "; ".join(result.reasons))
+    return 0 if result.ready else EXIT_FAILURE
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -97,6 +148,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "run": cmd_run,
+    "api": cmd_api,
+    "check": cmd_check,
     "migrate": cmd_migrate,
     "seed": cmd_seed,
     "demo": cmd_demo,

@@ -121,10 +121,13 @@ class RedisStore:
             dropped += int(self.client.unlink(*batch))
         return dropped
 
-    def beat(self, checkpoint: Checkpoint, ttl_s: int) -> None:
-        """Refresh the worker's heartbeat key (read by health checks) with its position."""
-        value = {"at_s": time.time(), "checkpoint": checkpoint.encode().decode()}
-        self.client.set(keys.HEARTBEAT, orjson.dumps(value), ex=ttl_s)
+    def beat(self, checkpoint: Checkpoint, lag_s: float, ttl_s: int) -> int:
+        """Refresh the heartbeat (read by health checks); returns the read model's size."""
+        value = {"at_s": time.time(), "lag_s": lag_s, "position": str(checkpoint.position)}
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(keys.HEARTBEAT, orjson.dumps(value), ex=ttl_s)
+        pipe.hlen(keys.DOCUMENTS)
+        return int(pipe.execute()[1])
 
     def document_count(self) -> int:
         """Number of documents in the read model."""
@@ -162,20 +165,26 @@ class RedisBatch:
 
 def write_ops(pipe: Any, generation: int, ops: StoreOps, documents_key: str) -> None:
     """Queue every write of ``ops`` on a pipeline."""
-    if ops.docs_put:
-        pipe.hset(documents_key, mapping={str(i): d for i, d in ops.docs_put.items()})
-    if ops.docs_deleted:
-        pipe.hdel(documents_key, *ops.docs_deleted)
-    states = keys.states(generation)
-    if ops.states_put:
-        pipe.hset(states, mapping={str(i): s for i, s in ops.states_put.items()})
-    if ops.states_deleted:
-        pipe.hdel(states, *ops.states_deleted)
+    _write_hash(pipe, documents_key, ops.docs_put, ops.docs_deleted)
+    _write_hash(pipe, keys.states(generation), ops.states_put, ops.states_deleted)
+    for kind in REF_KINDS:
+        name = keys.refs(generation, kind)
+        _write_hash(pipe, name, ops.refs_put.get(kind, {}), ops.refs_deleted.get(kind, set()))
     for (kind, ref_id), ids in ops.links_added.items():
         pipe.sadd(keys.link(generation, kind, ref_id), *ids)
     for (kind, ref_id), ids in ops.links_removed.items():
         pipe.srem(keys.link(generation, kind, ref_id), *ids)
-    for kind, entries in ops.refs_put.items():
-        pipe.hset(keys.refs(generation, kind), mapping={str(i): v for i, v in entries.items()})
-    for kind, ids in ops.refs_deleted.items():
-        pipe.hdel(keys.refs(generation, kind), *ids)
+    for (field, value), ids in ops.index_added.items():
+        pipe.zadd(keys.index(generation, field, value), {str(i): i for i in ids})
+    for (field, value), ids in ops.index_removed.items():
+        pipe.zrem(keys.index(generation, field, value), *ids)
+    for kind in set(ops.lookups_put) | set(ops.lookups_deleted):
+        name = keys.lookup(generation, kind)
+        _write_hash(pipe, name, ops.lookups_put.get(kind, {}), ops.lookups_deleted.get(kind, set()))
+
+
+def _write_hash(pipe: Any, name: str, puts: dict[Any, Any], deletes: set[Any]) -> None:
+    if puts:
+        pipe.hset(name, mapping={str(k): v for k, v in puts.items()})
+    if deletes:
+        pipe.hdel(name, *deletes)

@@ -52,6 +52,14 @@ class Settings(BaseSettings):
     reconnect_backoff_max_s: float = Field(default=10.0, gt=0)
     snapshot_chunk_rows: int = Field(default=2000, ge=1, le=100_000)
     dead_letter_max_len: int = Field(default=10_000, ge=1)
+    api_host: str = Field(default="127.0.0.1", description="Read API listen address.")
+    api_port: int = Field(default=8080, ge=1, le=65535, description="Read API port.")
+    api_max_ids: int = Field(default=100, ge=1, le=1000, description="Max ids per batch read.")
+    api_max_limit: int = Field(default=200, ge=1, le=5000, description="Max page size.")
+    max_lag_s: float = Field(default=30.0, gt=0, description="/readyz fails above this lag.")
+    heartbeat_max_age_s: float = Field(
+        default=15.0, gt=0, description="/readyz fails when the worker beat longer ago."
+    )
     worker_http_host: str = "127.0.0.1"
     worker_http_port: int = Field(
         default=9108, ge=0, le=65535, description="Worker /metrics port; 0 turns it off."

@@ -15,7 +15,15 @@ from typing import Protocol
 from cdc_worker.checkpoint import Checkpoint
 from cdc_worker.errors import StoreError
 from projections.projector import DeadLetter, StoreOps
-from projections.state import REF_KINDS, LinkKey, Refs, TicketState, decode_ref, decode_state
+from projections.state import (
+    REF_KINDS,
+    IndexKey,
+    LinkKey,
+    Refs,
+    TicketState,
+    decode_ref,
+    decode_state,
+)
 
 
 class FenceLost(StoreError):
@@ -56,6 +64,8 @@ class MemoryStore:
     states: dict[int, bytes] = field(default_factory=dict)
     refs: dict[str, dict[int, bytes]] = field(default_factory=lambda: {k: {} for k in REF_KINDS})
     links: dict[LinkKey, set[int]] = field(default_factory=dict)
+    index: dict[IndexKey, set[int]] = field(default_factory=dict)
+    lookups: dict[str, dict[str, int]] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     checkpoint: Checkpoint | None = None
 
@@ -98,6 +108,18 @@ class MemoryStore:
         for kind, ids in ops.refs_deleted.items():
             for ref_id in ids:
                 self.refs[kind].pop(ref_id, None)
+        self._commit_indexes(ops)
         self.dead_letters.extend(ops.dead_letters)
         if checkpoint is not None:
             self.checkpoint = checkpoint
+
+    def _commit_indexes(self, ops: StoreOps) -> None:
+        for key, ids in ops.index_added.items():
+            self.index.setdefault(key, set()).update(ids)
+        for key, ids in ops.index_removed.items():
+            self.index.get(key, set()).difference_update(ids)
+        for kind, entries in ops.lookups_put.items():
+            self.lookups.setdefault(kind, {}).update(entries)
+        for kind, names in ops.lookups_deleted.items():
+            for name in names:
+                self.lookups.get(kind, {}).pop(name, None)

@@ -80,6 +80,9 @@ class Worker:
         self.resync_reason: str | None = None
         self.log: Any = structlog.get_logger("cdc_worker")
         self._last_heartbeat_s = 0.0
+        self._lag_s = 0.0
+        self._events_counted = 0
+        self.last_loop_s = time.monotonic()
 
     def request_stop(self) -> None:
         """Finish the batch in hand, then return from ``run``."""
@@ -127,6 +130,7 @@ class Worker:
         structlog.contextvars.bind_contextvars(position=str(checkpoint.position))
         self.log.info("streaming", generation=checkpoint.generation)
         reader = BinlogReader(self.source, checkpoint.position)
+        self._events_counted = 0
         reader.start()
         try:
             self._stream(Session(reader, checkpoint, refs))
@@ -138,9 +142,12 @@ class Worker:
 
     def _stream(self, session: Session) -> None:
         while not self.stopping.is_set():
+            self.last_loop_s = time.monotonic()
             chunks = session.reader.next_batch(self.source.batch_max_rows, IDLE_WAIT_S)
             if chunks:
                 self._apply(session, chunks)
+            else:
+                self._lag_s = 0.0  # nothing waiting: caught up
             self._idle_duties(session)
         self._flush_pending(session)
 
@@ -192,10 +199,14 @@ class Worker:
         self.metrics.last_event_age.set(age_s)
         if age_s > self.source.stall_timeout_s:
             raise StreamInterrupted(f"no event nor heartbeat for {age_s:.0f} s")
+        self.metrics.events.inc(session.reader.events_seen - self._events_counted)
+        self._events_counted = session.reader.events_seen
         now = time.monotonic()
         if now - self._last_heartbeat_s >= HEARTBEAT_EVERY_S:
             self._last_heartbeat_s = now
-            self.store.beat(session.checkpoint, HEARTBEAT_TTL_S)
+            size = self.store.beat(session.checkpoint, self._lag_s, HEARTBEAT_TTL_S)
+            self.metrics.documents.set(size)
+            self.metrics.lag_seconds.set(self._lag_s)
 
     def _record(
         self, chunks: list[Chunk], changes: list[Any], commits: list[Chunk], elapsed_s: float
@@ -206,7 +217,8 @@ class Worker:
         self.metrics.batch_rows.observe(len(changes))
         self.metrics.apply_seconds.observe(elapsed_s)
         if commits and commits[-1].committed_at_s:
-            self.metrics.lag_seconds.set(max(0.0, time.time() - commits[-1].committed_at_s))
+            self._lag_s = max(0.0, time.time() - commits[-1].committed_at_s)
+            self.metrics.lag_seconds.set(self._lag_s)
             position = commits[-1].commit
             assert position is not None
             self.metrics.position.labels(file=position.log_file).set(position.log_pos)

@@ -22,7 +22,17 @@ from projections.changes import (
     Row,
     RowChange,
 )
-from projections.state import DEPARTMENT, STATUS, TAG, USER, LinkKey, Refs, TicketState
+from projections.state import (
+    DEPARTMENT,
+    STATUS,
+    TAG,
+    TAG_NAME,
+    USER,
+    USER_EMAIL,
+    LinkKey,
+    Refs,
+    TicketState,
+)
 from projections.values import as_int
 
 
@@ -41,6 +51,18 @@ class Workspace:
         self.current: dict[int, TicketState | None] = {}
         self.changed_refs: set[LinkKey] = set()
         self.ref_writes: dict[LinkKey, bool] = {}
+        self.lookup_writes: dict[tuple[str, str], int | None] = {}
+
+    def note_lookup(self, kind: str, old: Any, new: Any, ref_id: int | None) -> None:
+        """Keep the email -> user and name -> tag lookups of the read API in step."""
+        lookup = LOOKUPS.get(kind)
+        if lookup is None:
+            return
+        name, key_of = lookup
+        if old is not None and (new is None or key_of(old) != key_of(new)):
+            self.lookup_writes[(name, key_of(old))] = None
+        if new is not None:
+            self.lookup_writes[(name, key_of(new))] = ref_id
 
     def peek(self, ticket_id: int) -> TicketState | None:
         """The ticket's state as of now, read-only."""
@@ -82,6 +104,11 @@ def ticket_ids_of(change: RowChange) -> list[int]:
     return [as_int(image[column]) for image in (change.before, change.after) if image]
 
 
+LOOKUPS: dict[str, tuple[str, Callable[[Any], str]]] = {
+    USER: (USER_EMAIL, lambda person: str(person.email)),
+    TAG: (TAG_NAME, str),
+}
+
 REF_KINDS_BY_TABLE: dict[str, tuple[str, Callable[[Row], Any]]] = {
     DEPARTMENTS: (DEPARTMENT, rows.name_ref),
     STATUSES: (STATUS, rows.status_ref),
@@ -112,11 +139,12 @@ def _reference(change: RowChange, ws: Workspace) -> None:
     if change.before is not None:
         before_id = as_int(change.before["id"])
         if before_id != after_id:
-            table.pop(before_id, None)
+            ws.note_lookup(kind, table.pop(before_id, None), None, None)
             ws.ref_writes[(kind, before_id)] = False
             if change.foreign_key_checks:
                 _cascade_reference_delete(kind, before_id, ws)
     if after_id is not None and table.get(after_id) != value:
+        ws.note_lookup(kind, table.get(after_id), value, after_id)
         table[after_id] = value
         ws.ref_writes[(kind, after_id)] = True
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from projections.changes import RowChange
 from projections.documents import build_document, encode_document
 from projections.handlers import HANDLERS, Workspace, ref_link_changes, ticket_ids_of
-from projections.state import LinkKey, Refs, TicketState, encode_ref, encode_state
+from projections.state import IndexKey, LinkKey, Refs, TicketState, encode_ref, encode_state
 from projections.values import BadValue
 
 
@@ -50,6 +50,10 @@ class StoreOps:
     links_removed: dict[LinkKey, set[int]] = field(default_factory=dict)
     refs_put: dict[str, dict[int, bytes]] = field(default_factory=dict)
     refs_deleted: dict[str, set[int]] = field(default_factory=dict)
+    index_added: dict[IndexKey, set[int]] = field(default_factory=dict)
+    index_removed: dict[IndexKey, set[int]] = field(default_factory=dict)
+    lookups_put: dict[str, dict[str, int]] = field(default_factory=dict)
+    lookups_deleted: dict[str, set[str]] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
     def is_empty(self) -> bool:
@@ -63,6 +67,10 @@ class StoreOps:
             or self.links_removed
             or self.refs_put
             or self.refs_deleted
+            or self.index_added
+            or self.index_removed
+            or self.lookups_put
+            or self.lookups_deleted
             or self.dead_letters
         )
 
@@ -111,6 +119,11 @@ def _collect_refs(ws: Workspace, ops: StoreOps) -> None:
             ops.refs_put.setdefault(kind, {})[ref_id] = encode_ref(kind, value)
         else:
             ops.refs_deleted.setdefault(kind, set()).add(ref_id)
+    for (kind, key), target in ws.lookup_writes.items():
+        if target is None:
+            ops.lookups_deleted.setdefault(kind, set()).add(key)
+        else:
+            ops.lookups_put.setdefault(kind, {})[key] = target
 
 
 def _collect_tickets(ws: Workspace, ops: StoreOps, position: str) -> None:
@@ -120,9 +133,10 @@ def _collect_tickets(ws: Workspace, ops: StoreOps, position: str) -> None:
         changed = new != old
         if changed:
             _put_state(ticket_id, new, ops)
+            _diff_index(ticket_id, old, new, ops)
         old_links = old.links() if old else set()
         new_links = new.links() if new else set()
-        _diff_links(ticket_id, old_links, new_links, ops)
+        _diff(ticket_id, old_links, new_links, ops.links_added, ops.links_removed)
         if changed or not new_links.isdisjoint(ws.changed_refs):
             _put_document(ticket_id, new, ws.refs, ops, position)
 
@@ -134,11 +148,25 @@ def _put_state(ticket_id: int, state: TicketState | None, ops: StoreOps) -> None
         ops.states_put[ticket_id] = encode_state(state)
 
 
-def _diff_links(ticket_id: int, old: set[LinkKey], new: set[LinkKey], ops: StoreOps) -> None:
+def _diff_index(
+    ticket_id: int, old: TicketState | None, new: TicketState | None, ops: StoreOps
+) -> None:
+    old_keys = old.index_keys() if old else set()
+    new_keys = new.index_keys() if new else set()
+    _diff(ticket_id, old_keys, new_keys, ops.index_added, ops.index_removed)
+
+
+def _diff(
+    ticket_id: int,
+    old: set[tuple[str, int]],
+    new: set[tuple[str, int]],
+    added: dict[tuple[str, int], set[int]],
+    removed: dict[tuple[str, int], set[int]],
+) -> None:
     for key in new - old:
-        ops.links_added.setdefault(key, set()).add(ticket_id)
+        added.setdefault(key, set()).add(ticket_id)
     for key in old - new:
-        ops.links_removed.setdefault(key, set()).add(ticket_id)
+        removed.setdefault(key, set()).add(ticket_id)
 
 
 def _put_document(

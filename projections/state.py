@@ -19,6 +19,9 @@ TAG = "tag"
 REF_KINDS = (DEPARTMENT, STATUS, USER, TAG)
 
 LinkKey = tuple[str, int]
+IndexKey = tuple[str, int]
+USER_EMAIL = "user-email"
+TAG_NAME = "tag-name"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,21 @@ class TicketState:
             keys.add((USER, self.row["requester_id"]))
             if self.row["assignee_id"] is not None:
                 keys.add((USER, self.row["assignee_id"]))
+        return keys
+
+    def index_keys(self) -> set[IndexKey]:
+        """The read API's filter indexes this ticket belongs to (live tickets only)."""
+        row = self.row
+        if row is None or row["is_deleted"]:
+            return set()
+        keys: set[IndexKey] = {(TAG, tag_id) for tag_id in self.tag_ids}
+        keys |= {
+            ("all", 0),
+            (STATUS, row["status_id"]),
+            (DEPARTMENT, row["department_id"]),
+            ("requester", row["requester_id"]),
+            ("assignee", row["assignee_id"] or 0),
+        }
         return keys
 
     def copy(self) -> TicketState:

@@ -230,3 +230,37 @@ def test_replaying_a_batch_changes_nothing(world: Harness) -> None:
     before = dict(world.store.documents)
     world.apply(*batch)
     assert world.store.documents == before
+
+
+def live_index(world: Harness) -> dict[tuple[str, int], set[int]]:
+    return {key: ids for key, ids in world.store.index.items() if ids}
+
+
+def test_filter_indexes_hold_live_tickets_only_and_follow_moves(world: Harness) -> None:
+    world.apply(
+        insert(TICKETS, f.ticket(1, assignee_id=2)),
+        insert(TICKETS, f.ticket(2, department_id=2)),
+        insert(TICKET_TAGS, f.ticket_tag(1, 1)),
+    )
+    world.apply(
+        update(TICKETS, f.ticket(2, department_id=2), f.ticket(2, department_id=2, is_deleted=1)),
+        update(TICKETS, f.ticket(1, assignee_id=2), f.ticket(1, assignee_id=None, status_id=2)),
+    )
+    assert live_index(world) == {
+        ("all", 0): {1},
+        ("status", 2): {1},
+        ("department", 1): {1},
+        ("requester", 1): {1},
+        ("assignee", 0): {1},
+        ("tag", 1): {1},
+    }
+
+
+def test_email_and_tag_name_lookups_follow_renames_and_deletes(world: Harness) -> None:
+    world.apply(
+        update(USERS, f.user(1, "req@example.com"), f.user(1, "new@example.com")),
+        update(TAGS, f.tag(2, "bug"), f.tag(2, "defect")),
+        delete(TAGS, f.tag(1, "vip")),
+    )
+    assert world.store.lookups["user-email"] == {"agent@example.com": 2, "new@example.com": 1}
+    assert world.store.lookups["tag-name"] == {"defect": 2}
