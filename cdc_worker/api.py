@@ -134,7 +134,12 @@ def _add_ticket_routes(app: FastAPI, settings: Settings) -> None:
         request: Request,
         ids: Annotated[
             str | None,
-            Query(max_length=2100, description="Comma-separated ids", examples=["1,2,3"]),
+            Query(
+                max_length=2100,
+                pattern=r"^[0-9]{1,19}(,[0-9]{1,19})*$",
+                description="Comma-separated ids",
+                examples=["1,2,3"],
+            ),
         ] = None,
         status_id: Annotated[int | None, Query(ge=1, le=2**31)] = None,
         department_id: Annotated[int | None, Query(ge=1, le=2**31)] = None,

@@ -1,4 +1,4 @@
-"""The demo: private servers, schema, sample data and the worker, until Ctrl-C.
+"""The demo: private servers, schema, sample data, the worker and the API, until Ctrl-C.
 
 Uses CDC_MYSQL_URL/CDC_REDIS_URL when they are set; otherwise starts private MariaDB and
 Redis under the state directory.
@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import redis
 from sqlalchemy import create_engine, text
 
 from cdc_worker import keys, migrate
-from cdc_worker.localservers import start_mariadb, start_redis
+from cdc_worker.localservers import free_port, start_mariadb, start_redis
 from cdc_worker.seed import seed
 from cdc_worker.settings import Settings, mask_url
 
@@ -63,16 +64,32 @@ def _prepare_source(admin_url: str, tickets: int) -> int:
         engine.dispose()
 
 
-def _start_worker(env: dict[str, str], stack: ExitStack) -> subprocess.Popen[bytes]:
+def _start(command: str, env: dict[str, str], stack: ExitStack) -> subprocess.Popen[bytes]:
     child_env = {**os.environ, **env, "CDC_LOG_FORMAT": "console"}
-    worker = subprocess.Popen([sys.executable, "-m", "cdc_worker.cli", "run"], env=child_env)
+    child = subprocess.Popen([sys.executable, "-m", "cdc_worker.cli", command], env=child_env)
 
     def stop() -> None:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(30)
+        child.send_signal(signal.SIGTERM)
+        child.wait(30)
 
     stack.callback(stop)
-    return worker
+    return child
+
+
+def _wait_for_api(url: str, api: subprocess.Popen[bytes]) -> None:
+    started = time.monotonic()
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:  # noqa: S310
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if api.poll() is not None:
+            raise SystemExit(f"the API exited with status {api.returncode}")
+        if time.monotonic() - started > READY_TIMEOUT_S:
+            raise SystemExit("the API did not become ready in time")
+        time.sleep(0.1)
 
 
 def _wait_for(client: redis.Redis, count: int, worker: subprocess.Popen[bytes]) -> float:
@@ -104,14 +121,22 @@ def _live_change(admin_url: str, client: redis.Redis) -> float:
         engine.dispose()
 
 
-def _print_summary(env: dict[str, str], count: int, fill_s: float, change_s: float) -> None:
+def _print_summary(
+    env: dict[str, str], api_url: str, count: int, fill_s: float, change_s: float
+) -> None:
     print(f"\nread model ready: {count:,} documents in hash '{keys.DOCUMENTS}' in {fill_s:.1f} s")
     print(f"a live UPDATE reached Redis in {change_s * 1000:.1f} ms")
     print(f"  MySQL:  {mask_url(env['CDC_MYSQL_URL'])}")
     print(f"  Redis:  {env['CDC_REDIS_URL']}")
     redis_port = env["CDC_REDIS_URL"].rsplit(":", 1)[-1].split("/")[0]
+    print(f"  API:    {api_url}   (OpenAPI docs: {api_url}/docs)")
+    print(f"  worker metrics: http://127.0.0.1:{env['CDC_WORKER_HTTP_PORT']}/metrics")
     print("try:")
-    print(f"  redis-cli -p {redis_port} -n 1 HLEN tickets")
+    print(f"  curl -s {api_url}/tickets/1")
+    print(f"  curl -s '{api_url}/tickets?ids=1,2,3'")
+    print(f"  curl -s '{api_url}/tickets?status_id=1&limit=5'")
+    print(f"  curl -s '{api_url}/tickets?requester_email=<an email from a document>'")
+    print(f"  curl -s {api_url}/readyz")
     print(f"  redis-cli -p {redis_port} -n 1 HGET tickets 1")
     print("Ctrl-C stops the worker and the servers.")
 
@@ -121,12 +146,17 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         env = _servers(settings, Path(args.state_dir), stack)
         count = _prepare_source(env["CDC_ADMIN_MYSQL_URL"], args.tickets)
-        worker = _start_worker(env, stack)
+        env["CDC_WORKER_HTTP_PORT"] = str(free_port())
+        env["CDC_API_PORT"] = str(free_port())
+        api_url = f"http://127.0.0.1:{env['CDC_API_PORT']}"
+        worker = _start("run", env, stack)
+        api = _start("api", env, stack)
         client = redis.Redis.from_url(env["CDC_REDIS_URL"])
         stack.callback(client.close)
         fill_s = _wait_for(client, count, worker)
+        _wait_for_api(api_url, api)
         change_s = _live_change(env["CDC_ADMIN_MYSQL_URL"], client)
-        _print_summary(env, count, fill_s, change_s)
+        _print_summary(env, api_url, count, fill_s, change_s)
         if not args.once:
             try:
                 worker.wait()

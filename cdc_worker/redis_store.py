@@ -13,7 +13,7 @@ import redis
 
 from cdc_worker import keys
 from cdc_worker.checkpoint import Checkpoint
-from cdc_worker.store import FenceLost
+from cdc_worker.store import FenceLost, ReadModelLost
 from projections.projector import StoreOps
 from projections.state import REF_KINDS, LinkKey, Refs, TicketState, decode_ref, decode_state
 
@@ -122,12 +122,24 @@ class RedisStore:
         return dropped
 
     def beat(self, checkpoint: Checkpoint, lag_s: float, ttl_s: int) -> int:
-        """Refresh the heartbeat (read by health checks); returns the read model's size."""
+        """Refresh the heartbeat and check the read model is still there; returns its size.
+
+        Raises ``FenceLost`` when the checkpoint is not ``checkpoint`` (Redis flushed or
+        restarted empty, another writer) or when the documents hash vanished while its index
+        still lists tickets, so an idle worker notices within one beat.
+        """
         value = {"at_s": time.time(), "lag_s": lag_s, "position": str(checkpoint.position)}
         pipe = self.client.pipeline(transaction=False)
-        pipe.set(keys.HEARTBEAT, orjson.dumps(value), ex=ttl_s)
+        pipe.get(keys.CHECKPOINT)
         pipe.hlen(keys.DOCUMENTS)
-        return int(pipe.execute()[1])
+        pipe.zcard(keys.index(checkpoint.generation, "all", 0))
+        pipe.set(keys.HEARTBEAT, orjson.dumps(value), ex=ttl_s)
+        stored, documents, indexed, _ = pipe.execute()
+        if stored is None or Checkpoint.decode(stored) != checkpoint:
+            raise FenceLost("the checkpoint in Redis changed or vanished")
+        if documents == 0 and indexed > 0:
+            raise ReadModelLost(f"the '{keys.DOCUMENTS}' hash vanished ({indexed} tickets indexed)")
+        return int(documents)
 
     def document_count(self) -> int:
         """Number of documents in the read model."""

@@ -30,6 +30,10 @@ class FenceLost(StoreError):
     """Raised when the stored checkpoint is not the one a writer expected."""
 
 
+class ReadModelLost(FenceLost):
+    """Raised when the documents vanished but the checkpoint stayed: only a resync helps."""
+
+
 class BatchTx(Protocol):
     """Reads and the one atomic write of a batch, under the checkpoint fence."""
 

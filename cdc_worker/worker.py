@@ -24,7 +24,7 @@ from cdc_worker.pipeline import apply_changes
 from cdc_worker.redis_store import RedisStore
 from cdc_worker.snapshotter import Snapshotter
 from cdc_worker.source import BinlogReader, Chunk, SourceConfig
-from cdc_worker.store import FenceLost
+from cdc_worker.store import FenceLost, ReadModelLost
 from projections.state import Refs
 
 RECOVERABLE = (
@@ -95,6 +95,9 @@ class Worker:
             try:
                 self._session()
                 failures = 0
+            except ReadModelLost as exc:
+                self.log.warning("read model vanished from Redis; full resync", error=str(exc))
+                self.resync_reason = "read_model_lost"
             except RECOVERABLE as exc:
                 failures += 1
                 self._recover(exc, failures)
@@ -146,8 +149,6 @@ class Worker:
             chunks = session.reader.next_batch(self.source.batch_max_rows, IDLE_WAIT_S)
             if chunks:
                 self._apply(session, chunks)
-            else:
-                self._lag_s = 0.0  # nothing waiting: caught up
             self._idle_duties(session)
         self._flush_pending(session)
 
@@ -204,9 +205,11 @@ class Worker:
         now = time.monotonic()
         if now - self._last_heartbeat_s >= HEARTBEAT_EVERY_S:
             self._last_heartbeat_s = now
+            # The worst lag applied since the last beat; 0 when nothing was applied (idle).
             size = self.store.beat(session.checkpoint, self._lag_s, HEARTBEAT_TTL_S)
             self.metrics.documents.set(size)
             self.metrics.lag_seconds.set(self._lag_s)
+            self._lag_s = 0.0
 
     def _record(
         self, chunks: list[Chunk], changes: list[Any], commits: list[Chunk], elapsed_s: float
@@ -217,8 +220,9 @@ class Worker:
         self.metrics.batch_rows.observe(len(changes))
         self.metrics.apply_seconds.observe(elapsed_s)
         if commits and commits[-1].committed_at_s:
-            self._lag_s = max(0.0, time.time() - commits[-1].committed_at_s)
-            self.metrics.lag_seconds.set(self._lag_s)
+            lag_s = max(0.0, time.time() - commits[-1].committed_at_s)
+            self._lag_s = max(self._lag_s, lag_s)
+            self.metrics.lag_seconds.set(lag_s)
             position = commits[-1].commit
             assert position is not None
             self.metrics.position.labels(file=position.log_file).set(position.log_pos)

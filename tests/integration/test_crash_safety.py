@@ -123,3 +123,17 @@ def test_a_redis_flush_while_streaming_never_leaves_a_partial_read_model(
             client.flushdb()
         run_workload(source_db.engine, 30, seed=8)
         wait_synced(source_db.engine, redis_url)
+
+
+def test_a_deleted_documents_hash_is_rebuilt_by_a_resync_even_when_idle(
+    source_db: SourceDatabase, redis_url: str
+) -> None:
+    import redis
+
+    seed(source_db.engine, 60)
+    with worker_thread(source_db.cdc_url, redis_url) as app:
+        wait_synced(source_db.engine, redis_url)
+        with redis.Redis.from_url(redis_url) as client:
+            client.delete("tickets")
+        wait_synced(source_db.engine, redis_url)
+        assert app.metrics.snapshots.labels(reason="read_model_lost")._value.get() == 1
