@@ -29,6 +29,8 @@ def test_every_redis_key_is_documented() -> None:
         keys.refs(0, "<kind>").replace("g0", "g<N>"),
         keys.link(0, "<kind>", "<id>").replace("g0", "g<N>"),  # type: ignore[arg-type]
         keys.staging_documents(0).replace("g0", "g<N>"),
+        keys.index(0, "<field>", "<value>").replace("g0", "g<N>"),  # type: ignore[arg-type]
+        keys.lookup(0, "<kind>").replace("g0", "g<N>"),
         keys.retired_documents(0).replace("g0", "g<N>"),
     ]
     assert [key for key in documented if f"| `{key}` |" not in README] == []
