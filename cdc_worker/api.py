@@ -1,7 +1,7 @@
 """The read API: FastAPI over Redis only (never MySQL), documents served as stored."""
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -11,6 +11,7 @@ from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cdc_worker import keys
 from cdc_worker.api_metrics import ApiMetrics
@@ -77,17 +78,36 @@ def _register_schemas(app: FastAPI, models: tuple[type[Any], ...]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _instrument(app: FastAPI, metrics: ApiMetrics) -> None:
-    @app.middleware("http")
-    async def measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+class MetricsMiddleware:
+    """Plain ASGI middleware (Starlette's BaseHTTPMiddleware costs more than a Redis read)."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.latency.labels(route=route).observe(time.perf_counter() - started)
-        metrics.requests.labels(route=route, status=str(response.status_code)).inc()
-        return response
+        status = 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.latency.labels(route=route).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(route=route, status=str(status)).inc()
+
+
+def _instrument(app: FastAPI, metrics: ApiMetrics) -> None:
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(RedisError)
     async def redis_down(_request: Request, _exc: RedisError) -> JSONResponse:
