@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cdc_worker import keys
+from cdc_worker.admin_api import add_admin_routes
 from cdc_worker.api_metrics import ApiMetrics
 from cdc_worker.api_models import Problem, Readiness, TicketBatch, TicketDocument, TicketPage
 from cdc_worker.health import verdict
@@ -56,6 +57,7 @@ def create_app(settings: Settings, client: aioredis.Redis | None = None) -> Fast
     _instrument(app, metrics)
     _add_ticket_routes(app, settings)
     _add_operational_routes(app, settings, metrics)
+    add_admin_routes(app, settings)
     _register_schemas(app, (TicketBatch, TicketPage))
     return app
 

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, create_engine
 from cdc_worker.errors import SourceError
 from cdc_worker.metrics import WorkerMetrics
 from cdc_worker.redis_store import RedisStore
+from cdc_worker.resyncer import Resyncer
 from cdc_worker.settings import Settings
 from cdc_worker.snapshotter import Snapshotter
 from cdc_worker.source import SourceConfig
@@ -90,9 +91,11 @@ def bootstrap(settings: Settings, info: ServerInfo) -> App:
     metrics = WorkerMetrics()
     store = RedisStore(client, settings.dead_letter_max_len)
     snapshotter = Snapshotter(engine, store, metrics, settings.snapshot_chunk_rows)
+    resyncer = Resyncer(engine, store, metrics, settings.snapshot_chunk_rows)
     worker = Worker(
         store,
         snapshotter,
+        resyncer,
         source_config(settings, info),
         metrics,
         settings.reconnect_backoff_max_s,

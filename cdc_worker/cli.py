@@ -30,6 +30,14 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument("--host", help="listen address (default CDC_API_HOST)")
     api.add_argument("--port", type=int, help="listen port (default CDC_API_PORT)")
     commands.add_parser("check", help="readiness verdict as an exit code (0 ready, 1 not)")
+    resync = commands.add_parser(
+        "resync", help="rebuild the read model (or some tickets) while the worker streams"
+    )
+    target = resync.add_mutually_exclusive_group()
+    target.add_argument("--ticket", type=int, nargs="+", default=[], metavar="ID")
+    target.add_argument("--department", type=int, metavar="ID")
+    resync.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    resync.add_argument("--timeout-s", type=float, default=3600.0)
     migrate = commands.add_parser("migrate", help="apply Alembic migrations")
     migrate.add_argument("--revision", default="head")
     migrate.add_argument("--downgrade", action="store_true", help="downgrade to --revision")
@@ -110,6 +118,18 @@ def cmd_check(settings: Settings, _args: argparse.Namespace) -> int:
     return 0 if result.ready else EXIT_FAILURE
 
 
+def cmd_resync(settings: Settings, args: argparse.Namespace) -> int:
+    """Ask the worker for a resync; follow it with a progress bar (or logs off a terminal)."""
+    import redis
+
+    from cdc_worker.resync_cli import follow, request
+
+    with redis.Redis.from_url(settings.redis_url.get_secret_value()) as client:
+        job = request(client, args.ticket, args.department)
+        print(f"resync {job.id} queued ({job.kind})")
+        return 0 if args.no_wait else follow(client, job, args.timeout_s)
+
+
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     """Upgrade (or downgrade) the schema with the admin URL."""
     from cdc_worker import migrate
@@ -150,6 +170,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "run": cmd_run,
     "api": cmd_api,
     "check": cmd_check,
+    "resync": cmd_resync,
     "migrate": cmd_migrate,
     "seed": cmd_seed,
     "demo": cmd_demo,

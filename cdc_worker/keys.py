@@ -61,3 +61,14 @@ def index(generation: int, field: str, value: int) -> str:
 def lookup(generation: int, kind: str) -> str:
     """Hash: user email -> user id (kind user-email), tag name -> tag id (kind tag-name)."""
     return f"{generation_prefix(generation)}lookup:{kind}"
+
+
+RESYNC_QUEUE = f"{PREFIX}:resync:queue"
+"""List: ids of resync jobs waiting for the worker (the CLI and the admin API push here)."""
+RESYNC_ACTIVE = f"{PREFIX}:resync:active"
+"""String: id of the full resync the worker is running (survives a worker restart)."""
+
+
+def resync_job(job_id: str) -> str:
+    """String: JSON state of one resync job (kind, state, progress); expires a day after."""
+    return f"{PREFIX}:resync:job:{job_id}"

@@ -62,6 +62,22 @@ class WorkerMetrics:
             buckets=SNAPSHOT_SECONDS_BUCKETS,
             registry=r,
         )
+        self.resync_running = Gauge(
+            "cdc_resync_running", "1 while a full resync is being built", registry=r
+        )
+        self.resync_tickets = Counter(
+            "cdc_resync_tickets_total", "Tickets rebuilt by resyncs", ["kind"], registry=r
+        )
+        self.resyncs = Counter(
+            "cdc_resyncs_total", "Resync jobs finished", ["kind", "outcome"], registry=r
+        )
+        self.resync_seconds = Histogram(
+            "cdc_resync_duration_seconds",
+            "Time of one resync job",
+            ["kind"],
+            buckets=SNAPSHOT_SECONDS_BUCKETS,
+            registry=r,
+        )
         self.documents = Gauge(
             "cdc_read_model_documents", "Documents in the read model", registry=r
         )

@@ -13,6 +13,7 @@ import redis
 
 from cdc_worker import keys
 from cdc_worker.checkpoint import Checkpoint
+from cdc_worker.resync_jobs import Job, save_ops
 from cdc_worker.store import FenceLost, ReadModelLost
 from projections.projector import StoreOps
 from projections.state import REF_KINDS, LinkKey, Refs, TicketState, decode_ref, decode_state
@@ -154,22 +155,39 @@ class RedisBatch:
         self.pipe = pipe
         self.generation = generation
 
-    def linked_ids(self, keys_: Iterable[LinkKey]) -> set[int]:
-        names = [keys.link(self.generation, kind, ref_id) for kind, ref_id in keys_]
+    def linked_ids(self, keys_: Iterable[LinkKey], generation: int | None = None) -> set[int]:
+        g = self.generation if generation is None else generation
+        names = [keys.link(g, kind, ref_id) for kind, ref_id in keys_]
         return {int(member) for member in self.pipe.sunion(names)} if names else set()
 
-    def load_states(self, ids: Iterable[int]) -> dict[int, TicketState | None]:
+    def load_states(
+        self, ids: Iterable[int], generation: int | None = None
+    ) -> dict[int, TicketState | None]:
         loaded: dict[int, TicketState | None] = {}
-        name = keys.states(self.generation)
+        name = keys.states(self.generation if generation is None else generation)
         for chunk in chunks(sorted(ids), READ_CHUNK):
             for ticket_id, raw in zip(chunk, self.pipe.hmget(name, chunk), strict=True):
                 loaded[ticket_id] = None if raw is None else decode_state(ticket_id, raw)
         return loaded
 
-    def commit(self, ops: StoreOps, checkpoint: Checkpoint | None) -> None:
+    def commit(
+        self,
+        ops: StoreOps,
+        checkpoint: Checkpoint | None,
+        shadow: tuple[int, StoreOps] | None = None,
+        job: Job | None = None,
+    ) -> None:
+        """One MULTI/EXEC: the live generation, a resync's shadow generation (documents to
+        its staging hash), the job's progress and the checkpoint."""
         self.pipe.multi()
         write_ops(self.pipe, self.generation, ops, keys.DOCUMENTS)
         self.store.write_dead_letters(self.pipe, ops)
+        if shadow is not None:
+            generation, shadow_ops = shadow
+            write_ops(self.pipe, generation, shadow_ops, keys.staging_documents(generation))
+            self.store.write_dead_letters(self.pipe, shadow_ops)
+        if job is not None:
+            save_ops(self.pipe, job)
         if checkpoint is not None:
             self.pipe.set(keys.CHECKPOINT, checkpoint.encode())
         self.pipe.execute()

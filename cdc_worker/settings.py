@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     heartbeat_max_age_s: float = Field(
         default=15.0, gt=0, description="/readyz fails when the worker beat longer ago."
     )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the API's /admin endpoints; unset turns them off.",
+    )
     worker_http_host: str = "127.0.0.1"
     worker_http_port: int = Field(
         default=9108, ge=0, le=65535, description="Worker /metrics port; 0 turns it off."
@@ -103,6 +107,8 @@ class Settings(BaseSettings):
                 password = _parse_url(value.get_secret_value()).password
                 if password:
                     found.append(str(password))
+        if self.admin_token is not None and self.admin_token.get_secret_value():
+            found.append(self.admin_token.get_secret_value())
         return found
 
     def masked(self) -> dict[str, object]:
@@ -110,7 +116,9 @@ class Settings(BaseSettings):
         shown: dict[str, object] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if isinstance(value, SecretStr):
+            if name == "admin_token":
+                value = "***" if value is not None else None
+            elif isinstance(value, SecretStr):
                 value = mask_url(value.get_secret_value())
             shown[name] = value
         return shown

@@ -74,21 +74,42 @@ class Snapshot:
 
     def ticket_chunks(self, chunk_rows: int, after_id: int = 0) -> Iterator[TicketChunk]:
         """Tickets in id order, ``chunk_rows`` at a time, each with its children."""
-        lower = after_id if after_id > 0 else -UNBOUNDED
         while True:
-            tickets = self._rows(
-                f"SELECT {COLUMNS[TICKETS]} FROM tickets WHERE id > %s ORDER BY id LIMIT %s",
-                (lower, chunk_rows),
-            )
-            upper = tickets[-1]["id"] if len(tickets) == chunk_rows else UNBOUNDED
-            changes = [insert(TICKETS, row, self.label) for row in tickets]
-            for table in CHILD_TABLES:
-                children = self._children(table, lower, upper)
-                changes += [insert(table, row, self.label) for row in children]
-            yield TicketChunk(changes, lower, upper)
-            if upper == UNBOUNDED:
+            chunk = self.read_chunk(after_id, chunk_rows)
+            yield chunk
+            if chunk.last_id == UNBOUNDED:
                 return
-            lower = upper
+            after_id = chunk.last_id
+
+    def read_chunk(self, after_id: int, chunk_rows: int) -> TicketChunk:
+        """Tickets with ids in (after_id, last_id] and their children; the last chunk of the
+        table reaches to UNBOUNDED so orphaned children beyond the last ticket are read too."""
+        lower = after_id if after_id > 0 else -UNBOUNDED
+        tickets = self._rows(
+            f"SELECT {COLUMNS[TICKETS]} FROM tickets WHERE id > %s ORDER BY id LIMIT %s",
+            (lower, chunk_rows),
+        )
+        upper = tickets[-1]["id"] if len(tickets) == chunk_rows else UNBOUNDED
+        changes = [insert(TICKETS, row, self.label) for row in tickets]
+        for table in CHILD_TABLES:
+            children = self._children(table, lower, upper)
+            changes += [insert(table, row, self.label) for row in children]
+        return TicketChunk(changes, lower, upper)
+
+    def read_tickets(self, ids: list[int]) -> list[RowChange]:
+        """Chosen tickets and their children, for targeted repair."""
+        marks = ", ".join(["%s"] * len(ids))
+        sql = f"SELECT {COLUMNS[TICKETS]} FROM tickets WHERE id IN ({marks})"
+        changes = [insert(TICKETS, row, self.label) for row in self._rows(sql, tuple(ids))]
+        for table in CHILD_TABLES:
+            sql = f"SELECT {COLUMNS[table]} FROM {table} WHERE ticket_id IN ({marks})"
+            changes += [insert(table, row, self.label) for row in self._rows(sql, tuple(ids))]
+        return changes
+
+    def ticket_ids_in_department(self, department_id: int) -> list[int]:
+        """Ids of the department's tickets (soft-deleted included)."""
+        rows = self._rows("SELECT id FROM tickets WHERE department_id = %s", (department_id,))
+        return [int(row["id"]) for row in rows]
 
     def count_tickets(self) -> int:
         """Tickets in the snapshot, for progress reporting."""

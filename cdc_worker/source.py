@@ -34,6 +34,7 @@ NO_FOREIGN_KEY_CHECKS_FLAG = 0x0002
 ER_MASTER_FATAL_ERROR_READING_BINLOG = 1236
 ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
 TRUNCATING_DDL = ("TRUNCATE", "DROP", "RENAME")
+INCOMPATIBLE_ALTER = {"DROP", "CHANGE", "MODIFY", "RENAME"}
 
 
 @dataclass(slots=True)
@@ -155,11 +156,15 @@ def _row_changes(event: Any, position: str) -> list[RowChange]:
 
 
 def data_changing_ddl(query: str) -> bool:
-    """TRUNCATE, DROP or RENAME of a tracked table: rows changed with no row events."""
+    """TRUNCATE, DROP or RENAME of a tracked table (rows changed with no row events), or an
+    ALTER of one that does more than add columns or indexes: only a resync is safe then."""
     words = query.replace("`", " ").replace(".", " ").replace(",", " ").split()
-    if not words or words[0].upper() not in TRUNCATING_DDL:
+    upper = [w.upper() for w in words]
+    if not words or not any(w.lower() in TRACKED_TABLES for w in words[1:]):
         return False
-    return any(w.lower() in TRACKED_TABLES for w in words[1:])
+    if upper[0] in TRUNCATING_DDL:
+        return True
+    return upper[0] == "ALTER" and bool(INCOMPATIBLE_ALTER & set(upper))
 
 
 def translate_error(exc: BaseException) -> BaseException:

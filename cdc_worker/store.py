@@ -14,6 +14,7 @@ from typing import Protocol
 
 from cdc_worker.checkpoint import Checkpoint
 from cdc_worker.errors import StoreError
+from cdc_worker.resync_jobs import Job
 from projections.projector import DeadLetter, StoreOps
 from projections.state import (
     REF_KINDS,
@@ -37,14 +38,22 @@ class ReadModelLost(FenceLost):
 class BatchTx(Protocol):
     """Reads and the one atomic write of a batch, under the checkpoint fence."""
 
-    def linked_ids(self, keys: Iterable[LinkKey]) -> set[int]:
-        """Ticket ids linked to any of ``keys``."""
+    def linked_ids(self, keys: Iterable[LinkKey], generation: int | None = None) -> set[int]:
+        """Ticket ids linked to any of ``keys`` (in the live generation by default)."""
 
-    def load_states(self, ids: Iterable[int]) -> dict[int, TicketState | None]:
+    def load_states(
+        self, ids: Iterable[int], generation: int | None = None
+    ) -> dict[int, TicketState | None]:
         """Ticket states by id; None for unknown ids."""
 
-    def commit(self, ops: StoreOps, checkpoint: Checkpoint | None) -> None:
-        """Write ``ops`` and, when given, the new checkpoint, all or nothing."""
+    def commit(
+        self,
+        ops: StoreOps,
+        checkpoint: Checkpoint | None,
+        shadow: tuple[int, StoreOps] | None = None,
+        job: Job | None = None,
+    ) -> None:
+        """Write ``ops``, a resync's shadow ops, its job state and the checkpoint, atomically."""
 
 
 class ReadModelStore(Protocol):
@@ -90,13 +99,23 @@ class MemoryStore:
             raise FenceLost(f"checkpoint is {self.checkpoint}, expected {expected}")
         yield self
 
-    def linked_ids(self, keys: Iterable[LinkKey]) -> set[int]:
+    def linked_ids(self, keys: Iterable[LinkKey], generation: int | None = None) -> set[int]:
         return set().union(*(self.links.get(key, set()) for key in keys))
 
-    def load_states(self, ids: Iterable[int]) -> dict[int, TicketState | None]:
+    def load_states(
+        self, ids: Iterable[int], generation: int | None = None
+    ) -> dict[int, TicketState | None]:
         return {i: decode_state(i, self.states[i]) if i in self.states else None for i in ids}
 
-    def commit(self, ops: StoreOps, checkpoint: Checkpoint | None) -> None:
+    def commit(
+        self,
+        ops: StoreOps,
+        checkpoint: Checkpoint | None,
+        shadow: tuple[int, StoreOps] | None = None,
+        job: Job | None = None,
+    ) -> None:
+        if shadow is not None or job is not None:
+            raise NotImplementedError("resyncs are exercised against real Redis")
         self.documents.update({str(i): doc for i, doc in ops.docs_put.items()})
         for ticket_id in ops.docs_deleted:
             self.documents.pop(str(ticket_id), None)

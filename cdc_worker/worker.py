@@ -22,6 +22,8 @@ from cdc_worker.errors import CheckpointLost, StreamInterrupted
 from cdc_worker.metrics import WorkerMetrics
 from cdc_worker.pipeline import apply_changes
 from cdc_worker.redis_store import RedisStore
+from cdc_worker.reporting import record_dead_letters
+from cdc_worker.resyncer import FullResync, Resyncer
 from cdc_worker.snapshotter import Snapshotter
 from cdc_worker.source import BinlogReader, Chunk, SourceConfig
 from cdc_worker.store import FenceLost, ReadModelLost
@@ -45,6 +47,11 @@ HEARTBEAT_EVERY_S = 1.0
 HEARTBEAT_TTL_S = 30
 
 
+def now_s_due(last_s: float) -> bool:
+    """True once a heartbeat period has passed since ``last_s`` (monotonic)."""
+    return time.monotonic() - last_s >= HEARTBEAT_EVERY_S
+
+
 class ResyncNeeded(Exception):
     """Raised inside a session when only a full snapshot can make the read model right."""
 
@@ -58,6 +65,7 @@ class Session:
     refs: Refs
     pending: Checkpoint | None = None
     pending_since_s: float = 0.0
+    resync: FullResync | None = None
 
 
 class Worker:
@@ -67,12 +75,14 @@ class Worker:
         self,
         store: RedisStore,
         snapshotter: Snapshotter,
+        resyncer: Resyncer,
         source: SourceConfig,
         metrics: WorkerMetrics,
         backoff_max_s: float,
     ) -> None:
         self.store = store
         self.snapshotter = snapshotter
+        self.resyncer = resyncer
         self.source = source
         self.metrics = metrics
         self.backoff_max_s = backoff_max_s
@@ -136,7 +146,7 @@ class Worker:
         self._events_counted = 0
         reader.start()
         try:
-            self._stream(Session(reader, checkpoint, refs))
+            self._stream(Session(reader, checkpoint, refs, resync=self.resyncer.resume(checkpoint)))
         except ResyncNeeded as exc:
             self.log.warning("full resync needed", reason=str(exc))
             self.resync_reason = "ddl"
@@ -146,9 +156,12 @@ class Worker:
     def _stream(self, session: Session) -> None:
         while not self.stopping.is_set():
             self.last_loop_s = time.monotonic()
-            chunks = session.reader.next_batch(self.source.batch_max_rows, IDLE_WAIT_S)
+            wait_s = 0.0 if session.resync else IDLE_WAIT_S  # a resync works between batches
+            chunks = session.reader.next_batch(self.source.batch_max_rows, wait_s)
             if chunks:
                 self._apply(session, chunks)
+            if session.resync:
+                self._resync_step(session, session.resync)
             self._idle_duties(session)
         self._flush_pending(session)
 
@@ -174,13 +187,9 @@ class Worker:
         target = new or session.pending
         if not changes and target is None:
             return
-        ops = apply_changes(self.store, session.refs, changes, session.checkpoint, target)
-        for letter in ops.dead_letters:
-            table = letter.identity.split(":", 1)[0]
-            self.metrics.dead_letters.labels(table=table).inc()
-            self.log.warning(
-                "dead-lettered", row=letter.identity, at=letter.position, reason=letter.reason[:300]
-            )
+        shadow = session.resync.shadow if session.resync else None
+        ops = apply_changes(self.store, session.refs, changes, session.checkpoint, target, shadow)
+        record_dead_letters(ops, self.metrics, self.log)
         if target is not None:
             session.checkpoint, session.pending = target, None
             session.pending_since_s = time.monotonic()
@@ -201,6 +210,8 @@ class Worker:
         if age_s > self.source.stall_timeout_s:
             raise StreamInterrupted(f"no event nor heartbeat for {age_s:.0f} s")
         self.metrics.events.inc(session.reader.events_seen - self._events_counted)
+        if session.resync is None and now_s_due(self._last_heartbeat_s):
+            self._take_job(session)
         self._events_counted = session.reader.events_seen
         now = time.monotonic()
         if now - self._last_heartbeat_s >= HEARTBEAT_EVERY_S:
@@ -210,6 +221,22 @@ class Worker:
             self.metrics.documents.set(size)
             self.metrics.lag_seconds.set(self._lag_s)
             self._lag_s = 0.0
+
+    def _take_job(self, session: Session) -> None:
+        job = self.resyncer.next_job()
+        if job is None:
+            return
+        if job.kind == "full":
+            session.resync = self.resyncer.start_full(job, session.checkpoint)
+        else:
+            self.resyncer.repair(job, session.refs, session.checkpoint)
+
+    def _resync_step(self, session: Session, run: FullResync) -> None:
+        if not self.resyncer.step(run, session.checkpoint):
+            return
+        self._flush_pending(session)
+        session.checkpoint = self.resyncer.finish_full(run, session.checkpoint)
+        session.refs, session.resync = run.shadow.refs, None
 
     def _record(
         self, chunks: list[Chunk], changes: list[Any], commits: list[Chunk], elapsed_s: float

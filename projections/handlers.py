@@ -44,10 +44,13 @@ class Workspace:
         refs: Refs,
         states: Mapping[int, TicketState | None],
         linked_ids: set[int],
+        in_scope: Callable[[int], bool] | None = None,
     ) -> None:
-        self.refs = refs
+        self.in_scope = in_scope
         self.original = states
+        self.refs = refs
         self.linked_ids = linked_ids
+        self.forced: set[int] = set()
         self.current: dict[int, TicketState | None] = {}
         self.changed_refs: set[LinkKey] = set()
         self.ref_writes: dict[LinkKey, bool] = {}
@@ -71,7 +74,12 @@ class Workspace:
         return self.original.get(ticket_id)
 
     def ticket(self, ticket_id: int) -> TicketState:
-        """The ticket's state, to change; it must have been loaded (see ``plan_reads``)."""
+        """The ticket's state, to change; it must have been loaded (see ``plan_reads``).
+
+        Out of scope (a resync's tickets not copied yet), a scratch state that is dropped.
+        """
+        if self.in_scope is not None and not self.in_scope(ticket_id):
+            return TicketState(ticket_id)
         if ticket_id not in self.current and ticket_id not in self.original:
             raise LookupError(f"ticket {ticket_id} was not loaded for this batch")
         state = self.peek(ticket_id)
@@ -83,8 +91,15 @@ class Workspace:
 
     def drop_ticket(self, ticket_id: int) -> None:
         """The ticket and, by ON DELETE CASCADE, all its children are gone."""
+        if self.in_scope is not None and not self.in_scope(ticket_id):
+            return
         self.ticket(ticket_id)
         self.current[ticket_id] = None
+
+    def replace(self, ticket_id: int) -> None:
+        """Start the ticket afresh (targeted repair): its document is rewritten whatever."""
+        self.current[ticket_id] = TicketState(ticket_id)
+        self.forced.add(ticket_id)
 
     def loaded_ids(self) -> set[int]:
         """Every ticket id this batch loaded or touched."""

@@ -11,7 +11,7 @@ reload its references from the store (the worker rebuilds everything from the ch
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from projections.changes import RowChange
@@ -93,13 +93,33 @@ def project(
     refs: Refs,
     states: Mapping[int, TicketState | None],
     linked_ids: Iterable[int] = (),
+    in_scope: Callable[[int], bool] | None = None,
 ) -> StoreOps:
     """Apply ``changes`` to the loaded state and return the store operations.
 
     ``states`` must hold every id in ``plan_reads(changes).ticket_ids`` and every id in
     ``linked_ids`` (the tickets linked to ``plan_reads(changes).link_keys``), None if unknown.
+    With ``in_scope``, changes to tickets outside it are ignored (a resync's shadow copy).
     """
-    ws = Workspace(refs, states, set(linked_ids))
+    ws = Workspace(refs, states, set(linked_ids), in_scope)
+    return _run(changes, ws)
+
+
+def replace_tickets(
+    changes: Sequence[RowChange],
+    refs: Refs,
+    states: Mapping[int, TicketState | None],
+    ticket_ids: Iterable[int],
+) -> StoreOps:
+    """Targeted repair: rebuild ``ticket_ids`` from fresh rows (``changes`` are their inserts,
+    read from the database), diffing against the stored ``states``; documents are rewritten."""
+    ws = Workspace(refs, states, set())
+    for ticket_id in ticket_ids:
+        ws.replace(ticket_id)
+    return _run(changes, ws)
+
+
+def _run(changes: Sequence[RowChange], ws: Workspace) -> StoreOps:
     ops = StoreOps()
     for change in changes:
         try:
@@ -137,7 +157,7 @@ def _collect_tickets(ws: Workspace, ops: StoreOps, position: str) -> None:
         old_links = old.links() if old else set()
         new_links = new.links() if new else set()
         _diff(ticket_id, old_links, new_links, ops.links_added, ops.links_removed)
-        if changed or not new_links.isdisjoint(ws.changed_refs):
+        if changed or ticket_id in ws.forced or not new_links.isdisjoint(ws.changed_refs):
             _put_document(ticket_id, new, ws.refs, ops, position)
 
 

@@ -1,0 +1,201 @@
+"""Resync jobs, run inside the worker between stream batches, so one process writes.
+
+A full resync copies the source into generation N+1 chunk by chunk, each chunk in its own
+consistent snapshot, while streaming goes on into both generations (see ``Shadow``). Why the
+copy ends consistent: a chunk read at binlog position P >= S (S: what the worker has applied)
+already contains every change up to P; the stream then re-delivers the changes in (S, P], and
+re-applying them is a no-op because every state change sets or deletes a row by key (the
+property crash recovery relies on). Progress is stored with each chunk's writes, so a worker
+killed halfway resumes at the next chunk.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+from sqlalchemy import Engine
+
+from cdc_worker import keys
+from cdc_worker.checkpoint import Checkpoint
+from cdc_worker.metrics import WorkerMetrics
+from cdc_worker.pipeline import Shadow
+from cdc_worker.redis_store import RedisStore
+from cdc_worker.reporting import record_dead_letters
+from cdc_worker.resync_jobs import Job
+from cdc_worker.resync_jobs import load as load_job
+from cdc_worker.snapshot import UNBOUNDED, open_snapshot
+from projections.changes import TICKETS
+from projections.projector import StoreOps, plan_reads, project, replace_tickets
+from projections.state import DEPARTMENT, Refs
+
+REPAIR_CHUNK = 1000
+
+
+class FullResync:
+    """A full resync in progress: its job and its shadow generation."""
+
+    def __init__(self, job: Job, shadow: Shadow) -> None:
+        self.job = job
+        self.shadow = shadow
+
+
+class Resyncer:
+    """Starts, advances, resumes and finishes resync jobs."""
+
+    def __init__(
+        self, engine: Engine, store: RedisStore, metrics: WorkerMetrics, chunk_rows: int
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.metrics = metrics
+        self.chunk_rows = chunk_rows
+        self.log: Any = structlog.get_logger("cdc_worker.resync")
+
+    def next_job(self) -> Job | None:
+        """The next queued job, if any."""
+        job_id = self.store.client.lpop(keys.RESYNC_QUEUE)
+        return None if job_id is None else load_job(self.store.client, _text(job_id))
+
+    def start_full(self, job: Job, checkpoint: Checkpoint) -> FullResync:
+        """Begin building generation N+1 beside the live one."""
+        generation = checkpoint.generation + 1
+        self.store.drop_generation(generation)
+        total = self._count_tickets()
+        job = job.with_(
+            state="running", generation=generation, started_at_s=time.time(), tickets_total=total
+        )
+        pipe = self.store.client.pipeline(transaction=True)
+        pipe.set(keys.resync_job(job.id), job.encode())
+        pipe.set(keys.RESYNC_ACTIVE, job.id)
+        pipe.execute()
+        self.metrics.resync_running.set(1)
+        self.log.info("resync started", job=job.id, generation=generation, tickets=total)
+        return FullResync(job, Shadow(generation, Refs()))
+
+    def resume(self, checkpoint: Checkpoint) -> FullResync | None:
+        """The full resync a previous worker left running, if it still fits the checkpoint."""
+        job_id = self.store.client.get(keys.RESYNC_ACTIVE)
+        job = None if job_id is None else load_job(self.store.client, _text(job_id))
+        if job is None or job.state != "running":
+            return None
+        if job.generation != checkpoint.generation + 1:
+            self._finish(job, "done" if job.generation == checkpoint.generation else "failed")
+            return None
+        refs = self.store.load_refs(job.generation) if job.refs_done else Refs()
+        self.metrics.resync_running.set(1)
+        self.log.info(
+            "resync resumed", job=job.id, after_id=job.last_id, tickets_done=job.tickets_done
+        )
+        return FullResync(job, Shadow(job.generation, refs, job.last_id, job.refs_done))
+
+    def step(self, run: FullResync, checkpoint: Checkpoint) -> bool:
+        """Copy the references or one chunk of tickets; True when the copy is complete."""
+        if not run.shadow.refs_done:
+            self._copy_refs(run, checkpoint)
+            return False
+        self._copy_chunk(run, checkpoint)
+        return run.shadow.last_id == UNBOUNDED
+
+    def finish_full(self, run: FullResync, checkpoint: Checkpoint) -> Checkpoint:
+        """Swap generation N+1 in, with the same position; returns the new checkpoint."""
+        new = Checkpoint(run.shadow.generation, checkpoint.position, checkpoint.committed_at_s)
+        self.store.swap_in(new, checkpoint)
+        self.store.drop_generation(checkpoint.generation)
+        self._finish(run.job, "done")
+        self.log.info(
+            "resync swapped in",
+            job=run.job.id,
+            tickets=run.job.tickets_done,
+            rate_per_s=round(run.job.rate_per_s()),
+        )
+        return new
+
+    def abandon(self, run: FullResync, error: str) -> None:
+        """Give a full resync up (its generation is dropped when the next one starts)."""
+        self._finish(run.job.with_(error=error[:500]), "failed")
+
+    def _copy_refs(self, run: FullResync, checkpoint: Checkpoint) -> None:
+        ops = StoreOps()
+        with open_snapshot(self.engine) as snapshot:
+            for changes in snapshot.reference_changes(self.chunk_rows):
+                _merge(ops, project(changes, run.shadow.refs, {}))
+        job = run.job.with_(refs_done=True)
+        self._commit(checkpoint, run.shadow.generation, ops, job)
+        run.job, run.shadow.refs_done = job, True
+
+    def _copy_chunk(self, run: FullResync, checkpoint: Checkpoint) -> None:
+        with open_snapshot(self.engine) as snapshot:
+            chunk = snapshot.read_chunk(run.shadow.last_id, self.chunk_rows)
+        states = dict.fromkeys(plan_reads(chunk.changes).ticket_ids)
+        ops = project(chunk.changes, run.shadow.refs, states)
+        ops.dead_letters.clear()  # the live generation has reported these rows already
+        tickets = sum(1 for change in chunk.changes if change.table == TICKETS)
+        job = run.job.with_(last_id=chunk.last_id, tickets_done=run.job.tickets_done + tickets)
+        self._commit(checkpoint, run.shadow.generation, ops, job)
+        run.job, run.shadow.last_id = job, chunk.last_id
+        self.metrics.resync_tickets.labels(kind="full").inc(tickets)
+
+    def _commit(self, checkpoint: Checkpoint, generation: int, ops: StoreOps, job: Job) -> None:
+        with self.store.batch(checkpoint) as tx:
+            tx.commit(StoreOps(), None, (generation, ops), job)
+
+    def repair(self, job: Job, refs: Refs, checkpoint: Checkpoint) -> None:
+        """Rebuild chosen tickets in the live read model from the database, now."""
+        started = time.time()
+        job = job.with_(state="running", started_at_s=started)
+        ids = self._repair_ids(job, checkpoint)
+        for start in range(0, len(ids), REPAIR_CHUNK):
+            part = ids[start : start + REPAIR_CHUNK]
+            with open_snapshot(self.engine) as snapshot:
+                changes = snapshot.read_tickets(part)
+            with self.store.batch(checkpoint) as tx:
+                ops = replace_tickets(changes, refs, tx.load_states(part), part)
+                job = job.with_(tickets_done=job.tickets_done + len(part), tickets_total=len(ids))
+                tx.commit(ops, None, None, job)
+            record_dead_letters(ops, self.metrics, self.log)
+            self.metrics.resync_tickets.labels(kind=job.kind).inc(len(part))
+        self._finish(job, "done")
+        self.log.info("repair done", job=job.id, kind=job.kind, tickets=len(ids))
+
+    def _repair_ids(self, job: Job, checkpoint: Checkpoint) -> list[int]:
+        if job.kind == "tickets":
+            return sorted(set(job.targets))
+        department = job.targets[0]
+        with open_snapshot(self.engine) as snapshot:
+            found = set(snapshot.ticket_ids_in_department(department))
+        with self.store.batch(checkpoint) as tx:  # tickets the read model thinks are there
+            found |= tx.linked_ids([(DEPARTMENT, department)])
+        return sorted(found)
+
+    def _finish(self, job: Job, state: str) -> None:
+        finished = job.with_(state=state, finished_at_s=time.time())
+        pipe = self.store.client.pipeline(transaction=True)
+        pipe.set(keys.resync_job(job.id), finished.encode(), ex=86_400)
+        if job.kind == "full":
+            pipe.delete(keys.RESYNC_ACTIVE)
+        pipe.execute()
+        self.metrics.resyncs.labels(kind=job.kind, outcome=state).inc()
+        if job.started_at_s:
+            self.metrics.resync_seconds.labels(kind=job.kind).observe(
+                finished.finished_at_s - job.started_at_s
+            )
+        if job.kind == "full":
+            self.metrics.resync_running.set(0)
+
+    def _count_tickets(self) -> int:
+        with open_snapshot(self.engine) as snapshot:
+            return snapshot.count_tickets()
+
+
+def _merge(into: StoreOps, ops: StoreOps) -> None:
+    """Fold reference chunks into one write."""
+    into.refs_put.update({k: {**into.refs_put.get(k, {}), **v} for k, v in ops.refs_put.items()})
+    into.lookups_put.update(
+        {k: {**into.lookups_put.get(k, {}), **v} for k, v in ops.lookups_put.items()}
+    )
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
