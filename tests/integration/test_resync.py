@@ -1,0 +1,318 @@
+"""Resyncs: zero downtime under writes, resumable after a kill, targeted repair, recovery."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pymysql
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from cdc_worker import keys
+from cdc_worker.api import create_app
+from cdc_worker.loadgen import run_workload
+from cdc_worker.localservers import MariaDBServer, free_port
+from cdc_worker.models import Base
+from cdc_worker.resync_jobs import Job, enqueue, load, new_job
+from cdc_worker.seed import seed
+from cdc_worker.settings import load_settings
+from tests.conftest import SourceDatabase
+from tests.harness import spawn_worker, wait_synced, worker_env, worker_thread
+
+CLI = [sys.executable, "-m", "cdc_worker.cli"]
+
+
+def wait_job(client: redis.Redis, job_id: str, timeout_s: float = 120) -> Job:
+    deadline = time.monotonic() + timeout_s
+    while (job := load(client, job_id)) is None or job.state not in ("done", "failed"):
+        assert time.monotonic() < deadline, f"job {job_id} still {job and job.state}"
+        time.sleep(0.05)
+    return job
+
+
+class Reader(threading.Thread):
+    """Reads the hash continuously, recording every moment it looked missing or partial."""
+
+    def __init__(self, redis_url: str, floor: int) -> None:
+        super().__init__(daemon=True)
+        self.client = redis.Redis.from_url(redis_url)
+        self.floor, self.reads, self.problems = floor, 0, []  # type: ignore[var-annotated]
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hlen(keys.DOCUMENTS)
+            pipe.hrandfield(keys.DOCUMENTS, 1, withvalues=True)
+            size, sample = pipe.execute()
+            self.reads += 1
+            if size < self.floor:
+                self.problems.append(f"only {size} documents")
+            elif sample and "title" not in orjson.loads(sample[1]):
+                self.problems.append("a partial document")
+        self.client.close()
+
+
+def test_a_full_resync_under_writes_never_shows_readers_a_missing_or_partial_model(
+    source_db: SourceDatabase, redis_url: str
+) -> None:
+    seed(source_db.engine, 1500, seed=4)
+    with worker_thread(source_db.cdc_url, redis_url, snapshot_chunk_rows=50) as app:
+        wait_synced(source_db.engine, redis_url)
+        client = app.redis_client
+        floor = int(client.hlen(keys.DOCUMENTS) * 0.9)
+        reader = Reader(redis_url, floor)
+        done = threading.Event()
+        writer = threading.Thread(
+            target=run_workload, args=(source_db.engine, 10**6, 8, done.is_set)
+        )
+        reader.start()
+        writer.start()
+        started = time.monotonic()
+        job = enqueue(client, new_job("full"))
+        finished = wait_job(client, job.id)
+        elapsed = time.monotonic() - started
+        done.set()
+        writer.join(30)
+        wait_synced(source_db.engine, redis_url)
+        reader.stop.set()
+        reader.join(10)
+        checkpoint = app.worker.store.load_checkpoint()
+    assert finished.state == "done"
+    assert checkpoint is not None
+    assert checkpoint.generation == 2
+    assert reader.problems == []
+    assert reader.reads / elapsed > 50, f"only {reader.reads} reads in {elapsed:.1f} s"
+    assert app.metrics.resyncs.labels(kind="full", outcome="done")._value.get() == 1
+
+
+def metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_resync_killed_halfway_resumes_from_its_last_chunk(
+    source_db: SourceDatabase, redis_url: str, tmp_path: Path
+) -> None:
+    seed(source_db.engine, 4000, seed=6)
+    env = worker_env(source_db.cdc_url, redis_url, CDC_SNAPSHOT_CHUNK_ROWS="40")
+    client = redis.Redis.from_url(redis_url)
+    worker = spawn_worker(env, tmp_path / "w1.log")
+    wait_synced(source_db.engine, redis_url)
+    job = enqueue(client, new_job("full"))
+    deadline = time.monotonic() + 120
+    while (current := load(client, job.id)) is None or current.tickets_done < 2000:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(10)
+    first_run = load(client, job.id)
+    assert first_run is not None
+    assert first_run.state == "running"
+    port = free_port()
+    worker = spawn_worker({**env, "CDC_WORKER_HTTP_PORT": str(port)}, tmp_path / "w2.log")
+    try:
+        finished = wait_job(client, job.id)
+        second_run = metric(port, "cdc_resync_tickets_total")
+        wait_synced(source_db.engine, redis_url)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        client.close()
+    print(
+        f"first run copied {first_run.tickets_done}, second run {second_run:.0f} of "
+        f"{finished.tickets_total}"
+    )
+    assert finished.state == "done"
+    assert second_run < finished.tickets_total - 1500
+    assert finished.tickets_done >= finished.tickets_total
+
+
+def test_targeted_repair_fixes_a_corrupted_document_while_writes_go_on(
+    source_db: SourceDatabase, redis_url: str
+) -> None:
+    seed(source_db.engine, 200, seed=2)
+    with worker_thread(source_db.cdc_url, redis_url) as app:
+        wait_synced(source_db.engine, redis_url)
+        client = app.redis_client
+        victim = sorted(int(i) for i in client.hkeys(keys.DOCUMENTS))[5]
+        client.hset(keys.DOCUMENTS, str(victim), b'{"corrupted":true}')
+        done = threading.Event()
+        writer = threading.Thread(
+            target=run_workload, args=(source_db.engine, 10**6, 1, done.is_set)
+        )
+        writer.start()
+        result = subprocess.run(
+            [*CLI, "resync", "--ticket", str(victim)],
+            env=worker_env(source_db.cdc_url, redis_url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        done.set()
+        writer.join(30)
+        assert result.returncode == 0, result.stderr
+        assert "done" in result.stdout
+        wait_synced(source_db.engine, redis_url)
+
+
+def test_targeted_repair_never_writes_an_older_version_over_a_newer_one(
+    source_db: SourceDatabase, redis_url: str
+) -> None:
+    seed(source_db.engine, 50, seed=2)
+    with worker_thread(source_db.cdc_url, redis_url) as app:
+        wait_synced(source_db.engine, redis_url)
+        client = app.redis_client
+        victim = int(sorted(client.hkeys(keys.DOCUMENTS))[0])
+        stop, seen, versions = threading.Event(), [], []  # type: ignore[var-annotated]
+
+        def write() -> None:
+            with source_db.engine.connect() as conn:
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    conn.execute(
+                        text("UPDATE tickets SET title=:t WHERE id=:i"),
+                        {"t": f"v{n:08d}", "i": victim},
+                    )
+                    conn.commit()
+                versions.append(n)
+
+        def watch() -> None:
+            while not stop.is_set():
+                raw = client.hget(keys.DOCUMENTS, str(victim))
+                title = orjson.loads(raw)["title"] if raw else ""
+                if title.startswith("v"):
+                    seen.append(int(title[1:]))
+
+        threads = [threading.Thread(target=write), threading.Thread(target=watch)]
+        for thread in threads:
+            thread.start()
+        for _ in range(15):
+            wait_job(client, enqueue(client, new_job("tickets", (victim,))).id)
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        wait_synced(source_db.engine, redis_url)
+    regressions = [(a, b) for a, b in itertools.pairwise(seen) if b < a]
+    assert len(seen) > 100
+    assert regressions == []
+
+
+def test_a_department_repair_rebuilds_its_tickets(
+    source_db: SourceDatabase, redis_url: str
+) -> None:
+    seed(source_db.engine, 200, seed=9)
+    with worker_thread(source_db.cdc_url, redis_url) as app:
+        wait_synced(source_db.engine, redis_url)
+        client = app.redis_client
+        docs = {k: orjson.loads(v) for k, v in client.hgetall(keys.DOCUMENTS).items()}
+        department = next(iter(docs.values()))["department_id"]
+        for ticket_id, doc in docs.items():
+            if doc["department_id"] == department:
+                client.hset(keys.DOCUMENTS, ticket_id, orjson.dumps({**doc, "title": "garbage"}))
+        wait_job(client, enqueue(client, new_job("department", (department,))).id)
+        wait_synced(source_db.engine, redis_url)
+
+
+def test_truncating_a_tracked_table_leads_to_an_automatic_resync(
+    source_db: SourceDatabase, redis_url: str
+) -> None:
+    seed(source_db.engine, 100)
+    with worker_thread(source_db.cdc_url, redis_url) as app:
+        wait_synced(source_db.engine, redis_url)
+        with source_db.engine.begin() as conn:
+            conn.execute(text("TRUNCATE TABLE attachments"))
+        wait_synced(source_db.engine, redis_url)
+        assert app.metrics.snapshots.labels(reason="ddl")._value.get() == 1
+
+
+def purge_all_but_the_current_binlog(server: MariaDBServer) -> None:
+    """FLUSH + PURGE; a log a lingering dump thread still reads is skipped, so kill those."""
+    with (
+        pymysql.connect(host="127.0.0.1", port=server.port, user="root") as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("FLUSH BINARY LOGS")
+        cur.execute("SHOW MASTER STATUS")
+        current = cur.fetchone()[0]  # type: ignore[index]
+        deadline = time.monotonic() + 30
+        while True:
+            cur.execute(
+                "SELECT id FROM information_schema.processlist WHERE command LIKE 'Binlog Dump%'"
+            )
+            for (thread_id,) in cur.fetchall():
+                cur.execute(f"KILL {int(thread_id)}")
+            cur.execute(f"PURGE BINARY LOGS TO '{current}'")
+            cur.execute("SHOW BINARY LOGS")
+            logs = [row[0] for row in cur.fetchall()]
+            if logs == [current]:
+                return
+            assert time.monotonic() < deadline, "could not purge the old binlogs"
+            time.sleep(0.2)
+
+
+def test_purged_binlogs_past_the_checkpoint_lead_to_an_automatic_resync(
+    own_mariadb: MariaDBServer, redis_url: str, tmp_path: Path
+) -> None:
+    engine = create_engine(own_mariadb.root_url)
+    Base.metadata.create_all(engine)
+    seed(engine, 100)
+    env = worker_env(own_mariadb.cdc_url, redis_url)
+    worker = spawn_worker(env, tmp_path / "w.log")
+    wait_synced(engine, redis_url)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    run_workload(engine, 200, seed=3)
+    purge_all_but_the_current_binlog(own_mariadb)
+    port = free_port()
+    worker = spawn_worker({**env, "CDC_WORKER_HTTP_PORT": str(port)}, tmp_path / "w.log")
+    try:
+        wait_synced(engine, redis_url)
+        assert metric(port, "cdc_snapshots_total") >= 1
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        engine.dispose()
+    assert "checkpoint gone from the server" in (tmp_path / "w.log").read_text()
+
+
+def test_admin_endpoint_refuses_bad_tokens_and_queues_a_resync_with_the_right_one(
+    source_db: SourceDatabase, redis_url: str
+) -> None:
+    seed(source_db.engine, 60)
+    token = f"tok-{random.randrange(10**12)}"
+    settings = load_settings(redis_url=redis_url, admin_token=token)
+    with worker_thread(source_db.cdc_url, redis_url), TestClient(create_app(settings)) as api:
+        wait_synced(source_db.engine, redis_url)
+        url = "/admin/resync"
+        assert api.post(url, json={}).status_code == 401
+        assert api.post(url, json={}, headers={"Authorization": "Bearer "}).status_code == 401
+        assert api.post(url, json={}, headers={"Authorization": "Bearer nope"}).status_code == 403
+        accepted = api.post(url, json={}, headers={"Authorization": f"Bearer {token}"})
+        assert accepted.status_code == 202
+        job_id = accepted.json()["id"]
+        deadline = time.monotonic() + 60
+        while (
+            state := api.get(
+                f"{url}/{job_id}", headers={"Authorization": f"Bearer {token}"}
+            ).json()["state"]
+        ) != "done":
+            assert time.monotonic() < deadline, state
+            time.sleep(0.1)
+        wait_synced(source_db.engine, redis_url)
+    with TestClient(create_app(load_settings(redis_url=redis_url))) as no_admin:
+        assert no_admin.post(url, json={}).status_code == 404
