@@ -25,6 +25,7 @@ from projections.changes import (
     insert,
     update,
 )
+from projections.projector import project, replace_tickets
 from projections.state import Refs
 from tests import factories as f
 
@@ -264,3 +265,34 @@ def test_email_and_tag_name_lookups_follow_renames_and_deletes(world: Harness) -
     )
     assert world.store.lookups["user-email"] == {"agent@example.com": 2, "new@example.com": 1}
     assert world.store.lookups["tag-name"] == {"defect": 2}
+
+
+def test_a_scoped_projection_ignores_tickets_not_copied_yet(world: Harness) -> None:
+    states = {1: None}
+    ops = project(
+        [
+            insert(TICKETS, f.ticket(1)),
+            insert(TICKETS, f.ticket(9)),
+            insert(ATTACHMENTS, f.attachment(4, 9)),
+        ],
+        world.refs,
+        states,
+        (),
+        in_scope=lambda ticket_id: ticket_id <= 5,
+    )
+    assert set(ops.docs_put) == {1}
+    assert set(ops.states_put) == {1}
+
+
+def test_replacing_tickets_rewrites_documents_and_drops_what_the_rows_no_longer_have(
+    world: Harness,
+) -> None:
+    world.apply(insert(TICKETS, f.ticket(1)), insert(ATTACHMENTS, f.attachment(1, 1)))
+    world.store.documents["1"] = b'{"corrupted":true}'
+    stored = world.store.load_states([1, 2])
+    ops = replace_tickets([insert(TICKETS, f.ticket(1, title="fresh"))], world.refs, stored, [1, 2])
+    world.store.commit(ops, None)
+    doc = world.doc(1)
+    assert doc is not None
+    assert (doc["title"], doc["attachment_count"]) == ("fresh", 0)
+    assert 2 in ops.docs_deleted
