@@ -2,7 +2,8 @@
 
 Precedence: ``config.attributes["connection"]`` (an open Connection), then a
 ``sqlalchemy.url`` set programmatically (``cdc_worker.migrate`` does this), then
-``load_settings().mysql_url`` (``CDC_MYSQL_URL``). The URL is never logged.
+``load_settings().admin_url`` (``CDC_ADMIN_MYSQL_URL``, else ``CDC_MYSQL_URL``). The URL is
+never logged.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _url() -> str:
     given = config.get_main_option("sqlalchemy.url")
     if given:
         return given
-    return load_settings().mysql_url.get_secret_value()
+    return load_settings().admin_url
 
 
 def run_migrations_offline() -> None:

@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, inspect, text
 from cdc_worker.localservers import MariaDBServer
 
 CLI = [sys.executable, "-m", "cdc_worker.cli"]
+ROOT = Path(__file__).resolve().parents[2]
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("CDC_")}
 
 
@@ -80,3 +81,6 @@ def test_migrate_and_seed_use_the_admin_url_and_report_their_rate(
     finally:
         engine.dispose()
     subprocess.run([*CLI, "migrate", "--downgrade", "--revision", "base"], env=env, check=True)
+    alembic = str(Path(sys.executable).with_name("alembic"))
+    subprocess.run([alembic, "upgrade", "head"], env=env, check=True, cwd=ROOT)
+    subprocess.run([alembic, "downgrade", "base"], env=env, check=True, cwd=ROOT)
