@@ -66,9 +66,12 @@ class Snapshot:
 
     def reference_changes(self, chunk_rows: int) -> Iterator[list[RowChange]]:
         """Reference tables as insert changes, streamed with a server-side cursor."""
-        streaming = self.connection.execution_options(stream_results=True)
+        # Per statement: Connection.execution_options() would switch every later query of
+        # this connection to an (unbuffered, slower) server-side cursor too.
+        streaming = {"stream_results": True}
         for table in REFERENCE_TABLES:
-            result = streaming.exec_driver_sql(f"SELECT {COLUMNS[table]} FROM {table}")
+            sql = f"SELECT {COLUMNS[table]} FROM {table}"
+            result = self.connection.exec_driver_sql(sql, execution_options=streaming)
             for rows in result.mappings().partitions(chunk_rows):
                 yield [insert(table, dict(row), self.label) for row in rows]
 
@@ -121,7 +124,8 @@ class Snapshot:
 
     def _rows(self, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
         result = self.connection.exec_driver_sql(sql, params)
-        return [dict(row) for row in result.mappings()]
+        columns = list(result.keys())
+        return [dict(zip(columns, row, strict=True)) for row in result.fetchall()]
 
 
 @contextmanager
