@@ -35,6 +35,9 @@ RECOVERABLE = (
     redis.ConnectionError,
     redis.TimeoutError,
     redis.exceptions.BusyLoadingError,
+    # Redis full (maxmemory + noeviction): MULTI/EXEC applied nothing; back off and retry.
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ExecAbortError,
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
     pymysql.err.OperationalError,

@@ -85,7 +85,9 @@ def worker_thread(mysql_url: str, redis_url: str, **overrides: Any) -> Iterator[
         app.close()
         assert not thread.is_alive(), "the worker did not stop within 30 s"
         if WORKER_ERRORS:
-            raise WORKER_ERRORS[0]
+            error = WORKER_ERRORS.pop()
+            WORKER_ERRORS.clear()
+            raise error
 
 
 def read_model(client: redis.Redis) -> dict[str, dict[str, Any]]:

@@ -137,3 +137,42 @@ def test_a_deleted_documents_hash_is_rebuilt_by_a_resync_even_when_idle(
             client.delete("tickets")
         wait_synced(source_db.engine, redis_url)
         assert app.metrics.snapshots.labels(reason="read_model_lost")._value.get() == 1
+
+
+def test_redis_out_of_memory_pauses_the_worker_and_loses_nothing(
+    source_db: SourceDatabase, own_redis: RedisServer
+) -> None:
+    import redis
+
+    seed(source_db.engine, 100)
+    with (
+        worker_thread(source_db.cdc_url, own_redis.url) as app,
+        redis.Redis.from_url(own_redis.url) as client,
+    ):
+        wait_synced(source_db.engine, own_redis.url)
+        used = int(client.info("memory")["used_memory"])
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", used + 64 * 1024)
+        run_workload(source_db.engine, 300, seed=12)
+        deadline = time.monotonic() + 30
+        while not app.metrics.reconnects.labels(reason="OutOfMemoryError")._value.get():
+            assert time.monotonic() < deadline, "the worker never hit the memory limit"
+            time.sleep(0.1)
+        client.config_set("maxmemory", 0)
+        wait_synced(source_db.engine, own_redis.url)
+
+
+def test_a_second_worker_on_the_same_redis_cannot_corrupt_the_read_model(
+    source_db: SourceDatabase, redis_url: str, tmp_path: Path
+) -> None:
+    seed(source_db.engine, 200)
+    env = worker_env(source_db.cdc_url, redis_url)
+    first = spawn_worker(env, tmp_path / "first.log")
+    second = spawn_worker(worker_env(source_db.cdc_url, redis_url), tmp_path / "second.log")
+    try:
+        run_workload(source_db.engine, 1500, seed=13)
+        wait_synced(source_db.engine, redis_url, timeout_s=120)
+    finally:
+        for worker in (first, second):
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(30)
