@@ -1,0 +1,97 @@
+"""Secrets never reach logs, metrics or error bodies, even when things go wrong."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pymysql
+
+from cdc_worker.loadgen import run_workload
+from cdc_worker.localservers import CDC_PASSWORD, MariaDBServer, RedisServer, free_port
+from cdc_worker.models import Base
+from cdc_worker.seed import seed
+from tests.harness import spawn_worker, wait_synced, worker_env
+
+ADMIN_TOKEN = "admin-token-4f9c2e7d"
+
+
+def get(url: str, token: str | None = None) -> str:
+    request = urllib.request.Request(
+        url, headers={"Authorization": f"Bearer {token}"} if token else {}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return str(response.read().decode())
+    except urllib.error.HTTPError as error:
+        return str(error.read().decode())
+    except OSError as error:
+        return str(error)
+
+
+def test_a_full_run_with_faults_never_prints_a_password_or_token(
+    own_mariadb: MariaDBServer, own_redis: RedisServer, tmp_path: Path
+) -> None:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(own_mariadb.root_url, pool_pre_ping=True)
+    Base.metadata.create_all(engine)
+    seed(engine, 50)
+    worker_port, api_port = free_port(), free_port()
+    env = worker_env(
+        own_mariadb.cdc_url,
+        own_redis.url,
+        CDC_ADMIN_TOKEN=ADMIN_TOKEN,
+        CDC_WORKER_HTTP_PORT=str(worker_port),
+        CDC_API_PORT=str(api_port),
+        CDC_LOG_LEVEL="debug",
+    )
+    worker = spawn_worker(env, tmp_path / "worker.log")
+    api_log = (tmp_path / "api.log").open("wb")
+    api = subprocess.Popen(
+        [sys.executable, "-m", "cdc_worker.cli", "api"], env=env, stdout=api_log, stderr=api_log
+    )
+    bodies: list[str] = []
+    try:
+        wait_synced(engine, own_redis.url)
+        with (
+            pymysql.connect(host="127.0.0.1", port=own_mariadb.port, user="root") as conn,
+            conn.cursor() as cur,
+        ):
+            cur.execute(
+                "SELECT id FROM information_schema.processlist WHERE command LIKE 'Binlog Dump%'"
+            )
+            for (thread_id,) in cur.fetchall():
+                cur.execute(f"KILL {int(thread_id)}")
+        own_redis.kill()
+        time.sleep(1.5)
+        api_url = f"http://127.0.0.1:{api_port}"
+        bodies += [get(f"{api_url}/tickets/1"), get(f"{api_url}/readyz")]
+        own_redis.restart()
+        engine.dispose()
+        own_mariadb.kill()
+        own_mariadb.restart()
+        run_workload(engine, 30, seed=4)
+        wait_synced(engine, own_redis.url, timeout_s=90)
+        bodies += [
+            get(f"{api_url}/admin/resync/000000000000", "wrong-token"),
+            get(f"{api_url}/tickets?cursor=%ff"),
+            get(f"http://127.0.0.1:{worker_port}/metrics"),
+            get(f"{api_url}/metrics"),
+        ]
+    finally:
+        for process in (worker, api):
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)
+        api_log.close()
+        engine.dispose()
+    everything = "\n".join([*bodies, *(p.read_text() for p in tmp_path.glob("*.log"))])
+    assert "session ended" in everything  # the faults really produced error logs
+    for secret in (CDC_PASSWORD, ADMIN_TOKEN):
+        leaks = [line for line in everything.splitlines() if secret in line]
+        assert leaks == [], f"{secret!r} leaked: {leaks[:3]}"
