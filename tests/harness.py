@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pymysql
 import redis
 from sqlalchemy import Engine
 
@@ -129,3 +130,18 @@ def wait_synced(engine: Engine, redis_url: str, timeout_s: float = SYNC_TIMEOUT_
             if time.monotonic() > deadline:
                 raise AssertionError("read model != database:\n" + "\n".join(differences))
             time.sleep(0.2)
+
+
+def kill_dump_threads(port: int) -> int:
+    """KILL every binlog dump thread on the server (cuts the worker's replication link)."""
+    with (
+        pymysql.connect(host="127.0.0.1", port=port, user="root") as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute(
+            "SELECT id FROM information_schema.processlist WHERE command LIKE 'Binlog Dump%'"
+        )
+        threads = [int(row[0]) for row in cur.fetchall()]
+        for thread_id in threads:
+            cur.execute(f"KILL {thread_id}")
+    return len(threads)

@@ -9,7 +9,6 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-import pymysql
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
@@ -20,7 +19,13 @@ from cdc_worker.seed import seed
 from cdc_worker.settings import load_settings
 from cdc_worker.worker_http import serve
 from tests.conftest import SourceDatabase
-from tests.harness import wait_heartbeat, wait_synced, worker_env, worker_thread
+from tests.harness import (
+    kill_dump_threads,
+    wait_heartbeat,
+    wait_synced,
+    worker_env,
+    worker_thread,
+)
 
 
 def eventually(check: Callable[[], bool], timeout_s: float = 30.0) -> None:
@@ -110,18 +115,6 @@ def scrape(port: int) -> dict[str, float]:
         return flatten(response.read().decode())
 
 
-def kill_dump_threads(server: MariaDBServer) -> None:
-    with (
-        pymysql.connect(host="127.0.0.1", port=server.port, user="root") as conn,
-        conn.cursor() as cur,
-    ):
-        cur.execute(
-            "SELECT id FROM information_schema.processlist WHERE command LIKE 'Binlog Dump%'"
-        )
-        for (thread_id,) in cur.fetchall():
-            cur.execute(f"KILL {int(thread_id)}")
-
-
 def test_every_worker_metric_is_served_and_moves_when_its_event_happens(
     source_db: SourceDatabase, redis_url: str, mariadb: MariaDBServer
 ) -> None:
@@ -142,7 +135,7 @@ def test_every_worker_metric_is_served_and_moves_when_its_event_happens(
                     )
                 )
             wait_synced(source_db.engine, redis_url)
-            kill_dump_threads(mariadb)
+            kill_dump_threads(mariadb.port)
             eventually(lambda: scrape(port).get("cdc_reconnects_total", 0) >= 1)
             eventually(lambda: scrape(port)["cdc_read_model_documents"] > 0)
             after = scrape(port)

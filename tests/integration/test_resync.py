@@ -27,7 +27,13 @@ from cdc_worker.resync_jobs import Job, enqueue, load, new_job
 from cdc_worker.seed import seed
 from cdc_worker.settings import load_settings
 from tests.conftest import SourceDatabase
-from tests.harness import spawn_worker, wait_synced, worker_env, worker_thread
+from tests.harness import (
+    kill_dump_threads,
+    spawn_worker,
+    wait_synced,
+    worker_env,
+    worker_thread,
+)
 
 CLI = [sys.executable, "-m", "cdc_worker.cli"]
 
@@ -251,11 +257,7 @@ def purge_all_but_the_current_binlog(server: MariaDBServer) -> None:
         current = cur.fetchone()[0]  # type: ignore[index]
         deadline = time.monotonic() + 30
         while True:
-            cur.execute(
-                "SELECT id FROM information_schema.processlist WHERE command LIKE 'Binlog Dump%'"
-            )
-            for (thread_id,) in cur.fetchall():
-                cur.execute(f"KILL {int(thread_id)}")
+            kill_dump_threads(server.port)
             cur.execute(f"PURGE BINARY LOGS TO '{current}'")
             cur.execute("SHOW BINARY LOGS")
             logs = [row[0] for row in cur.fetchall()]

@@ -10,13 +10,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pymysql
-
 from cdc_worker.loadgen import run_workload
 from cdc_worker.localservers import CDC_PASSWORD, MariaDBServer, RedisServer, free_port
 from cdc_worker.models import Base
 from cdc_worker.seed import seed
-from tests.harness import spawn_worker, wait_synced, worker_env
+from tests.harness import kill_dump_threads, spawn_worker, wait_synced, worker_env
 
 ADMIN_TOKEN = "admin-token-4f9c2e7d"
 
@@ -59,15 +57,7 @@ def test_a_full_run_with_faults_never_prints_a_password_or_token(
     bodies: list[str] = []
     try:
         wait_synced(engine, own_redis.url)
-        with (
-            pymysql.connect(host="127.0.0.1", port=own_mariadb.port, user="root") as conn,
-            conn.cursor() as cur,
-        ):
-            cur.execute(
-                "SELECT id FROM information_schema.processlist WHERE command LIKE 'Binlog Dump%'"
-            )
-            for (thread_id,) in cur.fetchall():
-                cur.execute(f"KILL {int(thread_id)}")
+        assert kill_dump_threads(own_mariadb.port) >= 1
         own_redis.kill()
         time.sleep(1.5)
         api_url = f"http://127.0.0.1:{api_port}"
