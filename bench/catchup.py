@@ -21,6 +21,7 @@ from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 from sqlalchemy import create_engine
 
+from bench.naive import naive_catchup
 from cdc_worker import keys, migrate
 from cdc_worker.bootstrap import bootstrap, inspect_source
 from cdc_worker.checkpoint import Checkpoint
@@ -134,10 +135,12 @@ def run(mariadb: Any, redis_server: Any, transactions: int, repeats: int) -> Non
     saved = snapshot_redis(client)
     run_workload(engine, transactions, seed=1)
     end = master_position(mariadb.port)
-    bare, applied = [], []
+    bare, applied, naive = [], [], []
     for _ in range(repeats):
         rows, seconds = bare_decode(mariadb.port, mariadb.database, start)
         bare.append(rows / seconds)
+        rows_n, seconds_n = naive_catchup(mariadb.port, mariadb.database, start, redis_server.url)
+        naive.append(rows_n / seconds_n)
         restore_redis(client, saved)
         _, seconds_w = worker_catchup(settings, end)
         rows_w = rows  # the same backlog; the worker's counter may lag its last batch
@@ -149,7 +152,10 @@ def run(mariadb: Any, redis_server: Any, transactions: int, repeats: int) -> Non
     print(f"backlog: {transactions} transactions, {rows} row changes")
     print(f"bare library decode loop: median {b:,.0f} rows/s (runs: {[round(x) for x in bare]})")
     print(f"worker catch-up:          median {w:,.0f} rows/s (runs: {[round(x) for x in applied]})")
+    n = statistics.median(naive)
+    print(f"naive projector:          median {n:,.0f} rows/s (runs: {[round(x) for x in naive]})")
     print(f"ratio worker / bare decode: {w / b:.2f}")
+    print(f"ratio worker / naive projector: {w / n:.2f}")
     engine.dispose()
     client.close()
 

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from contextlib import ExitStack
@@ -143,6 +144,14 @@ def _print_summary(
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Run everything; ``--once`` exits after the live change (used by the e2e test)."""
+    try:
+        return _run(settings, args)
+    except KeyboardInterrupt:  # Ctrl-C during set-up: the ExitStack has stopped everything
+        print("\nstopped during set-up")
+        return 130
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         env = _servers(settings, Path(args.state_dir), stack)
         count = _prepare_source(env["CDC_ADMIN_MYSQL_URL"], args.tickets)
@@ -158,8 +167,16 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         change_s = _live_change(env["CDC_ADMIN_MYSQL_URL"], client)
         _print_summary(env, api_url, count, fill_s, change_s)
         if not args.once:
-            try:
-                worker.wait()
-            except KeyboardInterrupt:
-                print("\nstopping...")
+            _wait_for_stop(worker)
     return 0
+
+
+def _wait_for_stop(worker: subprocess.Popen[bytes]) -> None:
+    """Until Ctrl-C/SIGTERM (or the worker exits). A flag, not KeyboardInterrupt: Ctrl-C also
+    reaches the children, and an exception could land anywhere in the clean-up."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.is_set() and worker.poll() is None:
+        stop.wait(0.2)
+    print("\nstopping...")

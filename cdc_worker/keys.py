@@ -16,6 +16,9 @@ DEAD_LETTERS = f"{PREFIX}:dead-letters"
 """Stream: rows the projector could not place, capped."""
 HEARTBEAT = f"{PREFIX}:heartbeat"
 """String with TTL: the worker's liveness and position."""
+GENERATIONS = f"{PREFIX}:generations"
+"""Counter: every snapshot or resync takes a fresh generation number from it, so two builders
+(say, two workers started at once) never write into the same keys."""
 
 
 def generation_prefix(generation: int) -> str:

@@ -40,6 +40,14 @@ return 1
 """
 
 
+NEW_GENERATION_SCRIPT = """
+local g = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[1])
+if g <= floor then g = redis.call('INCRBY', KEYS[1], floor - g + 1) end
+return g
+"""
+
+
 def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     """Consecutive lists of at most ``size`` items."""
     iterator = iter(items)
@@ -113,6 +121,10 @@ class RedisStore:
         )
         if not swapped:
             raise FenceLost("the checkpoint changed while the snapshot was built")
+
+    def new_generation(self, above: int) -> int:
+        """A generation number no other builder has, greater than ``above``."""
+        return int(self.client.eval(NEW_GENERATION_SCRIPT, 1, keys.GENERATIONS, above))
 
     def drop_generation(self, generation: int) -> int:
         """Unlink every key of a generation (an old one, or an abandoned snapshot)."""

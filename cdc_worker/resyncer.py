@@ -60,8 +60,7 @@ class Resyncer:
 
     def start_full(self, job: Job, checkpoint: Checkpoint) -> FullResync:
         """Begin building generation N+1 beside the live one."""
-        generation = checkpoint.generation + 1
-        self.store.drop_generation(generation)
+        generation = self.store.new_generation(checkpoint.generation)
         total = self._count_tickets()
         job = job.with_(
             state="running", generation=generation, started_at_s=time.time(), tickets_total=total
@@ -80,7 +79,7 @@ class Resyncer:
         job = None if job_id is None else load_job(self.store.client, _text(job_id))
         if job is None or job.state != "running":
             return None
-        if job.generation != checkpoint.generation + 1:
+        if job.generation <= checkpoint.generation:  # swapped in already, or superseded
             self._finish(job, "done" if job.generation == checkpoint.generation else "failed")
             return None
         refs = self.store.load_refs(job.generation) if job.refs_done else Refs()

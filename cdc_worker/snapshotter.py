@@ -19,6 +19,7 @@ from cdc_worker.metrics import WorkerMetrics
 from cdc_worker.redis_store import RedisStore
 from cdc_worker.reporting import record_dead_letters
 from cdc_worker.snapshot import Snapshot, open_snapshot
+from cdc_worker.store import FenceLost
 from projections.projector import StoreOps, plan_reads, project
 from projections.state import Refs
 
@@ -39,8 +40,7 @@ class Snapshotter:
         self, previous: Checkpoint | None, reason: str, stopping: threading.Event
     ) -> tuple[Checkpoint, Refs] | None:
         """The new checkpoint and references, or None if asked to stop midway."""
-        generation = (previous.generation + 1) if previous else 1
-        self.store.drop_generation(generation)
+        generation = self.store.new_generation(previous.generation if previous else 0)
         started = time.monotonic()
         self.log.info("snapshot started", reason=reason, generation=generation)
         with open_snapshot(self.engine) as snapshot:
@@ -51,7 +51,11 @@ class Snapshotter:
             self.log.info("snapshot abandoned: stopping")
             return None
         checkpoint = Checkpoint(generation, position, time.time())
-        self.store.swap_in(checkpoint, previous)
+        try:
+            self.store.swap_in(checkpoint, previous)
+        except FenceLost:  # another builder won; ours is garbage
+            self.store.drop_generation(generation)
+            raise
         if previous is not None:
             self.store.drop_generation(previous.generation)
         elapsed_s = time.monotonic() - started

@@ -24,6 +24,7 @@ def test_every_redis_key_is_documented() -> None:
         keys.DOCUMENTS,
         keys.CHECKPOINT,
         keys.HEARTBEAT,
+        keys.GENERATIONS,
         keys.RESYNC_QUEUE,
         keys.RESYNC_ACTIVE,
         keys.resync_job("<id>"),
