@@ -165,18 +165,24 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         fill_s = _wait_for(client, count, worker)
         _wait_for_api(api_url, api)
         change_s = _live_change(env["CDC_ADMIN_MYSQL_URL"], client)
+        stop = _stop_on_signals()  # before the summary: it tells the user to press Ctrl-C
         _print_summary(env, api_url, count, fill_s, change_s)
         if not args.once:
-            _wait_for_stop(worker)
+            _wait_for_stop(worker, stop)
     return 0
 
 
-def _wait_for_stop(worker: subprocess.Popen[bytes]) -> None:
-    """Until Ctrl-C/SIGTERM (or the worker exits). A flag, not KeyboardInterrupt: Ctrl-C also
+def _stop_on_signals() -> threading.Event:
+    """From now on Ctrl-C/SIGTERM set a flag instead of raising KeyboardInterrupt: Ctrl-C also
     reaches the children, and an exception could land anywhere in the clean-up."""
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def _wait_for_stop(worker: subprocess.Popen[bytes], stop: threading.Event) -> None:
+    """Until Ctrl-C/SIGTERM, or until the worker exits."""
     while not stop.is_set() and worker.poll() is None:
         stop.wait(0.2)
     print("\nstopping...")
