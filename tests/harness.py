@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 
 from cdc_worker import keys
 from cdc_worker.bootstrap import App, bootstrap, inspect_source
+from cdc_worker.localservers import MariaDBServer
 from cdc_worker.settings import load_settings
 from tests.oracle import diff_documents, expected_documents
 
@@ -145,3 +146,24 @@ def kill_dump_threads(port: int) -> int:
         for thread_id in threads:
             cur.execute(f"KILL {thread_id}")
     return len(threads)
+
+
+def purge_all_but_the_current_binlog(server: MariaDBServer) -> None:
+    """FLUSH + PURGE; a log a lingering dump thread still reads is skipped, so kill those."""
+    with (
+        pymysql.connect(host="127.0.0.1", port=server.port, user="root") as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("FLUSH BINARY LOGS")
+        cur.execute("SHOW MASTER STATUS")
+        current = cur.fetchone()[0]  # type: ignore[index]
+        deadline = time.monotonic() + 30
+        while True:
+            kill_dump_threads(server.port)
+            cur.execute(f"PURGE BINARY LOGS TO '{current}'")
+            cur.execute("SHOW BINARY LOGS")
+            logs = [row[0] for row in cur.fetchall()]
+            if logs == [current]:
+                return
+            assert time.monotonic() < deadline, "could not purge the old binlogs"
+            time.sleep(0.2)

@@ -13,7 +13,6 @@ import urllib.request
 from pathlib import Path
 
 import orjson
-import pymysql
 import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
@@ -28,7 +27,7 @@ from cdc_worker.seed import seed
 from cdc_worker.settings import load_settings
 from tests.conftest import SourceDatabase
 from tests.harness import (
-    kill_dump_threads,
+    purge_all_but_the_current_binlog,
     spawn_worker,
     wait_synced,
     worker_env,
@@ -244,27 +243,6 @@ def test_truncating_a_tracked_table_leads_to_an_automatic_resync(
             conn.execute(text("TRUNCATE TABLE attachments"))
         wait_synced(source_db.engine, redis_url)
         assert app.metrics.snapshots.labels(reason="ddl")._value.get() == 1
-
-
-def purge_all_but_the_current_binlog(server: MariaDBServer) -> None:
-    """FLUSH + PURGE; a log a lingering dump thread still reads is skipped, so kill those."""
-    with (
-        pymysql.connect(host="127.0.0.1", port=server.port, user="root") as conn,
-        conn.cursor() as cur,
-    ):
-        cur.execute("FLUSH BINARY LOGS")
-        cur.execute("SHOW MASTER STATUS")
-        current = cur.fetchone()[0]  # type: ignore[index]
-        deadline = time.monotonic() + 30
-        while True:
-            kill_dump_threads(server.port)
-            cur.execute(f"PURGE BINARY LOGS TO '{current}'")
-            cur.execute("SHOW BINARY LOGS")
-            logs = [row[0] for row in cur.fetchall()]
-            if logs == [current]:
-                return
-            assert time.monotonic() < deadline, "could not purge the old binlogs"
-            time.sleep(0.2)
 
 
 def test_purged_binlogs_past_the_checkpoint_lead_to_an_automatic_resync(
