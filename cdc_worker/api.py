@@ -108,8 +108,39 @@ class MetricsMiddleware:
             self.metrics.requests.labels(route=route, status=str(status)).inc()
 
 
+class HeaderLimits:
+    """Refuse header floods with 431 before any work: the server's parser lets a single
+    100 KB header through when it arrives in one read."""
+
+    max_headers = 100
+    max_header_bytes = 16_384
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = scope.get("headers", []) if scope["type"] == "http" else []
+        size = sum(len(name) + len(value) for name, value in headers)
+        if len(headers) > self.max_headers or size > self.max_header_bytes:
+            body = b'{"detail":"request headers too large"}'
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 431,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
 def _instrument(app: FastAPI, metrics: ApiMetrics) -> None:
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(HeaderLimits)
 
     @app.exception_handler(RedisError)
     async def redis_down(_request: Request, _exc: RedisError) -> JSONResponse:

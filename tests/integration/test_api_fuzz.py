@@ -88,3 +88,43 @@ def test_no_route_answers_5xx_or_breaks_its_schema(api_url: str) -> None:
     assert {op.path for op in operations} >= {"/tickets", "/tickets/{ticket_id}", "/readyz"}
     for operation in operations:
         fuzz_operation(operation, examples=80)
+
+
+def raw_request(url: str, head: bytes) -> bytes:
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    chunks: list[bytes] = []
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        try:  # the server may answer 4xx and close while we are still sending
+            sock.sendall(head)
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+    return b"".join(chunks)
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else 0
+
+
+def test_header_floods_and_garbage_get_a_4xx_never_a_5xx_or_internals(api_url: str) -> None:
+    flood = b"".join(b"X-Flood-%d: %s\r\n" % (i, b"a" * 1000) for i in range(200))
+    cases = {
+        "200 headers of 1 KB": b"GET /tickets/1 HTTP/1.1\r\nHost: x\r\n" + flood + b"\r\n",
+        "one 100 KB header": b"GET /tickets/1 HTTP/1.1\r\nHost: x\r\nX-Big: "
+        + b"a" * 100_000
+        + b"\r\n\r\n",
+        "a 70 KB path": b"GET /tickets/" + b"9" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        "garbage request line": b"\x00\xff NOT HTTP\r\n\r\n",
+    }
+    for name, head in cases.items():
+        response = raw_request(api_url, head)
+        status = status_of(response)
+        assert 400 <= status < 500 or response == b"", f"{name}: {response[:200]!r}"
+        assert b"Traceback" not in response
+        assert b"redis" not in response.lower()
+    with urllib.request.urlopen(f"{api_url}/healthz", timeout=5) as healthy:
+        assert healthy.status == 200  # and the server is still serving
