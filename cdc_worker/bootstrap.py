@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pymysql
 import redis
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.dialects.mysql.pymysql import MySQLDialect_pymysql
 
 from cdc_worker.errors import SourceError
 from cdc_worker.metrics import WorkerMetrics
@@ -47,6 +49,14 @@ def mysql_engine(settings: Settings) -> Engine:
     return create_engine(settings.mysql, pool_pre_ping=True, pool_size=2, max_overflow=2)
 
 
+def mysql_tls(settings: Settings) -> dict[str, Any] | None:
+    """pymysql's ``ssl`` options from the URL's ``ssl_ca``/``ssl_cert``/``ssl_key``/
+    ``ssl_check_hostname`` parameters, read the way SQLAlchemy reads them for snapshots."""
+    _, options = MySQLDialect_pymysql().create_connect_args(settings.mysql)
+    tls = options.get("ssl")
+    return dict(tls) if tls else None
+
+
 def inspect_source(settings: Settings) -> ServerInfo:
     """Connect once and check binlog settings and grants; raises with what to change."""
     url = settings.mysql
@@ -57,6 +67,7 @@ def inspect_source(settings: Settings) -> ServerInfo:
             user=url.username or "",
             password=url.password or "",
             connect_timeout=10,
+            ssl=mysql_tls(settings),
         )
     except pymysql.err.MySQLError as exc:
         where = f"{url.username}@{url.host}:{url.port or 3306}"
@@ -81,6 +92,7 @@ def source_config(settings: Settings, info: ServerInfo) -> SourceConfig:
         stall_timeout_s=settings.stall_timeout_s,
         batch_max_rows=settings.batch_max_rows,
         is_mariadb=info.is_mariadb,
+        tls=mysql_tls(settings),
     )
 
 

@@ -13,8 +13,10 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Engine
+from sqlalchemy.exc import ProgrammingError
 
 from cdc_worker.checkpoint import Checkpoint
+from cdc_worker.errors import SourceError
 from cdc_worker.metrics import WorkerMetrics
 from cdc_worker.redis_store import RedisStore
 from cdc_worker.reporting import record_dead_letters
@@ -43,10 +45,16 @@ class Snapshotter:
         generation = self.store.new_generation(previous.generation if previous else 0)
         started = time.monotonic()
         self.log.info("snapshot started", reason=reason, generation=generation)
-        with open_snapshot(self.engine) as snapshot:
-            refs = self._load_refs(snapshot, generation)
-            tickets = self._load_tickets(snapshot, generation, refs, stopping)
-            position = snapshot.position
+        try:
+            with open_snapshot(self.engine) as snapshot:
+                refs = self._load_refs(snapshot, generation)
+                tickets = self._load_tickets(snapshot, generation, refs, stopping)
+                position = snapshot.position
+        except ProgrammingError as exc:  # 1146: a table is missing, 1142: no SELECT on it
+            raise SourceError(
+                f"cannot read the source schema ({exc.orig}): run `cdc-worker migrate` and "
+                "grant the worker's user SELECT on the database"
+            ) from None
         if tickets is None:
             self.log.info("snapshot abandoned: stopping")
             return None

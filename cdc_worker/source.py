@@ -65,6 +65,7 @@ class SourceConfig:
     stall_timeout_s: float
     batch_max_rows: int
     is_mariadb: bool
+    tls: dict[str, Any] | None = None
 
 
 class _OwnedReconnectStream(BinLogStreamReader):  # type: ignore[misc]
@@ -98,6 +99,8 @@ def open_stream(config: SourceConfig, start: Position) -> Any:
         "read_timeout": max(config.stall_timeout_s, 2 * config.heartbeat_s),
         "connect_timeout": 10,
     }
+    if config.tls:
+        settings["ssl"] = config.tls
     position: dict[str, Any] = {"log_file": start.log_file, "log_pos": start.log_pos}
     if config.is_mariadb and start.gtid:
         position = {"auto_position": start.gtid, "is_mariadb": True}

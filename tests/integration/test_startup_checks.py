@@ -91,3 +91,13 @@ def test_bad_configuration_exits_2_naming_the_variable_and_hiding_secrets(
     assert named in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "topsecret-pw" not in result.stderr + result.stdout
+
+
+def test_a_source_without_the_schema_stops_the_worker_saying_to_migrate(
+    mariadb: MariaDBServer, redis_url: str
+) -> None:
+    _, cdc_url = mariadb.create_database("no_schema_yet")
+    result = run_worker(worker_env(cdc_url, redis_url))
+    assert result.returncode == 2
+    assert "run `cdc-worker migrate`" in result.stderr
+    assert "Traceback" not in result.stderr
