@@ -32,6 +32,10 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest tests/integration tests/e2e
 
+soak: $(STAMP)
+	scripts/ensure-servers
+	$(BIN)/python -m tests.soak --minutes $(or $(MINUTES),30)
+
 lock:
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^ticket-sync' > requirements.lock
 

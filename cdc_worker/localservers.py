@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -34,6 +35,7 @@ CDC_USER = "cdc"
 # Only ever exists on private servers bound to 127.0.0.1.
 CDC_PASSWORD = "cdc-local-secret"
 READY_TIMEOUT_S = 30.0
+PRIVATE_PORTS = (20_000, 32_000)  # below Linux's default ephemeral range (32768-60999)
 STOP_TIMEOUT_S = 60.0
 POLL_INTERVAL_S = 0.02
 SOCKET_PATH_MAX_CHARS = 100
@@ -54,11 +56,22 @@ MARIADB_FLAGS = (
 
 
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that was free a moment ago, below the ephemeral range.
+
+    Not from the kernel's ephemeral range (bind to port 0): outgoing connections take their
+    source ports from that range, so while a server is down for a restart, a reconnecting
+    client could take its port and the server could not listen on it again.
+    """
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(*PRIVATE_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise LocalServerError(f"no free port in {PRIVATE_PORTS} on 127.0.0.1")
 
 
 def _binary(name: str) -> str:
