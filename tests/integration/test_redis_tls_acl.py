@@ -27,6 +27,7 @@ ACL_PASSWORD = "acl-pass-7d1e"
 def tls_redis_url(tmp_path: Path) -> Iterator[str]:
     certs = make_certificates(tmp_path / "certs")
     port = free_port()
+    log = (tmp_path / "redis.log").open("wb")
     server = subprocess.Popen(
         [
             "redis-server",
@@ -54,10 +55,15 @@ def tls_redis_url(tmp_path: Path) -> Iterator[str]:
             "default",
             "off",
             "--user",
-            f"cdc on >{ACL_PASSWORD} ~* &* +@all",
+            "cdc",
+            "on",
+            f">{ACL_PASSWORD}",
+            "~*",
+            "&*",
+            "+@all",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"rediss://cdc:{ACL_PASSWORD}@127.0.0.1:{port}/1?ssl_ca_certs={certs['ca']}"
     try:
@@ -66,6 +72,7 @@ def tls_redis_url(tmp_path: Path) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(30)
+        log.close()
 
 
 def wait_for(url: str) -> None:
@@ -87,7 +94,10 @@ def test_worker_api_and_check_work_over_tls_with_an_acl_user(
     with worker_thread(source_db.cdc_url, tls_redis_url):
         wait_synced(source_db.engine, tls_redis_url)
         with TestClient(create_app(load_settings(redis_url=tls_redis_url))) as api:
-            assert api.get("/readyz").status_code == 200
+            deadline = time.monotonic() + 20
+            while (ready := api.get("/readyz")).status_code != 200:
+                assert time.monotonic() < deadline, ready.json()
+                time.sleep(0.2)
             assert api.get("/tickets", params={"limit": 5}).status_code == 200
         check = subprocess.run(
             [sys.executable, "-m", "cdc_worker.cli", "check"],
