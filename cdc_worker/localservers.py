@@ -21,9 +21,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pymysql
 import redis
@@ -36,6 +37,8 @@ CDC_USER = "cdc"
 CDC_PASSWORD = "cdc-local-secret"
 READY_TIMEOUT_S = 30.0
 PRIVATE_PORTS = (20_000, 32_000)  # below Linux's default ephemeral range (32768-60999)
+PORT_BUSY_TIMEOUT_S = 90.0
+_Server = TypeVar("_Server")
 STOP_TIMEOUT_S = 60.0
 POLL_INTERVAL_S = 0.02
 SOCKET_PATH_MAX_CHARS = 100
@@ -72,6 +75,20 @@ def free_port() -> int:
                 continue
             return port
     raise LocalServerError(f"no free port in {PRIVATE_PORTS} on 127.0.0.1")
+
+
+def _while_port_busy(start: Callable[[], _Server]) -> _Server:
+    """Retry a restart while the old port cannot be bound yet: after a SIGKILL, the killed
+    server's sockets can keep the port busy for a while (seen in soak runs)."""
+    deadline = time.monotonic() + PORT_BUSY_TIMEOUT_S
+    while True:
+        try:
+            return start()
+        except LocalServerError as exc:
+            busy = "in use" in str(exc) or "Address already" in str(exc)
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def _binary(name: str) -> str:
@@ -260,7 +277,7 @@ class MariaDBServer:
     def restart(self, extra_flags: Sequence[str] = ()) -> MariaDBServer:
         """Start again on the same port and datadir (stopping first if still running)."""
         self.stop()
-        return self._launch(extra_flags)
+        return _while_port_busy(lambda: self._launch(extra_flags))
 
     def create_database(self, name: str) -> tuple[str, str]:
         """Create database ``name``, let cdc read it, return its (root_url, cdc_url)."""
@@ -369,7 +386,9 @@ class RedisServer:
     def restart(self) -> RedisServer:
         """Start again on the same port; the new server is empty."""
         self.stop()
-        return start_redis(self.base_dir, port=self.port, extra_args=self.extra_args)
+        return _while_port_busy(
+            lambda: start_redis(self.base_dir, port=self.port, extra_args=self.extra_args)
+        )
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
