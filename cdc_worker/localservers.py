@@ -295,7 +295,12 @@ class MariaDBServer:
         return _root_cursor(self.port)
 
     def _launch(self, extra_flags: Sequence[str]) -> MariaDBServer:
+        # Its own tmpdir: MariaDB deletes "stale" #sql temp files in tmpdir when it starts, so
+        # servers sharing /tmp delete each other's live temporary tables (seen in soak runs).
+        tmpdir = self.base_dir / "tmp"
+        tmpdir.mkdir(parents=True, exist_ok=True)
         command = [_binary("mariadbd"), "--no-defaults", f"--datadir={self.datadir}"]
+        command += [f"--tmpdir={tmpdir}"]
         command += [f"--socket={self.socket}", f"--port={self.port}", *_user_flags()]
         command += [f"--pid-file={self.pid_file}", f"--log-error={self.error_log}"]
         self._wait_ready(_spawn_detached([*command, *MARIADB_FLAGS, *extra_flags]))

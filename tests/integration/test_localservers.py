@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+import pymysql
 import pytest
 import redis
 from sqlalchemy import create_engine, text
@@ -158,3 +159,16 @@ def test_killed_redis_is_down_until_restarted(own_redis: RedisServer) -> None:
     restarted = own_redis.restart()
     with redis.Redis.from_url(restarted.url) as client:
         assert client.ping() is True
+
+
+def test_each_mariadb_keeps_its_temporary_files_in_its_own_directory(
+    mariadb: MariaDBServer,
+) -> None:
+    with (
+        pymysql.connect(host="127.0.0.1", port=mariadb.port, user="root") as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("SELECT @@tmpdir")
+        row = cur.fetchone()
+    assert row is not None
+    assert str(row[0]).startswith(str(mariadb.base_dir))
