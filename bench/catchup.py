@@ -17,11 +17,10 @@ from typing import Any
 
 import pymysql
 import redis
-from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 from sqlalchemy import create_engine
 
-from bench.naive import naive_catchup
+from bench.naive import backlog_stream, naive_catchup
 from cdc_worker import keys, migrate
 from cdc_worker.bootstrap import bootstrap, inspect_source
 from cdc_worker.checkpoint import Checkpoint
@@ -29,7 +28,6 @@ from cdc_worker.loadgen import run_workload
 from cdc_worker.localservers import start_mariadb, start_redis
 from cdc_worker.seed import seed
 from cdc_worker.settings import load_settings
-from projections.changes import TRACKED_TABLES
 
 ROW_EVENTS = [WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent]
 
@@ -44,17 +42,7 @@ def master_position(port: int) -> tuple[str, int]:
 
 def bare_decode(port: int, database: str, start: Checkpoint) -> tuple[int, float]:
     """Rows decoded per second by the library alone, from the checkpoint to the end."""
-    stream = BinLogStreamReader(
-        connection_settings={"host": "127.0.0.1", "port": port, "user": "root", "password": ""},
-        server_id=random.randint(10_000, 2**31),
-        blocking=False,
-        resume_stream=True,
-        log_file=start.position.log_file,
-        log_pos=start.position.log_pos,
-        only_schemas=[database],
-        only_tables=list(TRACKED_TABLES),
-        only_events=ROW_EVENTS,
-    )
+    stream = backlog_stream(port, database, start)
     rows, started = 0, time.perf_counter()
     for event in stream:
         rows += len(event.rows)

@@ -39,6 +39,22 @@ FAN_OUT_SQL = {
 }
 
 
+def backlog_stream(port: int, database: str, start: Checkpoint) -> Any:
+    """The tracked tables' row events from ``start`` to the end of the binlog, as root; the
+    same stream for every reader the catch-up benchmark compares."""
+    return BinLogStreamReader(
+        connection_settings={"host": "127.0.0.1", "port": port, "user": "root", "password": ""},
+        server_id=random.randint(10_000, 2**31),
+        blocking=False,
+        resume_stream=True,
+        log_file=start.position.log_file,
+        log_pos=start.position.log_pos,
+        only_schemas=[database],
+        only_tables=list(TRACKED_TABLES),
+        only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
+    )
+
+
 def affected(cur: Any, table: str, row: dict[str, Any]) -> list[int]:
     """Ticket ids a changed row touches; references need a query (fan-out)."""
     if table == "tickets":
@@ -89,17 +105,7 @@ def document(cur: Any, ticket_id: int) -> bytes | None:
 
 def naive_catchup(port: int, database: str, start: Checkpoint, redis_url: str) -> tuple[int, float]:
     """Rows per second the naive projector manages on the same backlog."""
-    stream = BinLogStreamReader(
-        connection_settings={"host": "127.0.0.1", "port": port, "user": "root", "password": ""},
-        server_id=random.randint(10_000, 2**31),
-        blocking=False,
-        resume_stream=True,
-        log_file=start.position.log_file,
-        log_pos=start.position.log_pos,
-        only_schemas=[database],
-        only_tables=list(TRACKED_TABLES),
-        only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
-    )
+    stream = backlog_stream(port, database, start)
     conn = pymysql.connect(
         host="127.0.0.1", port=port, user="root", database=database, autocommit=True
     )
