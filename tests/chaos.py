@@ -73,6 +73,8 @@ class Chaos:
     worker: subprocess.Popen[bytes] | None = None
     faults: Counter[str] = field(default_factory=Counter)
     peak_worker_rss_mb: float = 0.0
+    peak_rss_by_fault_mb: dict[str, float] = field(default_factory=dict)
+    current_fault: str = "start"
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -97,6 +99,7 @@ class Chaos:
         for _ in range(count):
             self.sample_memory()
             name, fault = self.rng.choice(sorted(self.fault_kinds().items()))
+            self.current_fault = name
             fault()
             self.faults[name] += 1
             time.sleep(self.rng.uniform(*pause_s))
@@ -114,18 +117,31 @@ class Chaos:
             "second worker on the same redis": self.second_worker,
         }
 
-    def sample_memory(self) -> None:
+    def watch_memory(self, every_s: float = 0.2) -> None:
+        """Sample the worker's memory on a thread, so peaks are tied to the fault in progress."""
+
+        def loop() -> None:
+            while True:
+                self.sample_memory("VmRSS:")
+                time.sleep(every_s)
+
+        threading.Thread(target=loop, name="rss-sampler", daemon=True).start()
+
+    def sample_memory(self, field: str = "VmHWM:") -> None:
         """Track the worker's peak resident memory (VmHWM) before it is killed."""
-        if self.worker is None or self.worker.poll() is not None:
+        worker = self.worker
+        if worker is None or worker.poll() is not None:
             return
         try:
-            status = Path(f"/proc/{self.worker.pid}/status").read_text()
+            status = Path(f"/proc/{worker.pid}/status").read_text()
         except OSError:
             return
         for line in status.splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 rss_mb = int(line.split()[1]) / 1024
                 self.peak_worker_rss_mb = max(self.peak_worker_rss_mb, rss_mb)
+                by_fault = self.peak_rss_by_fault_mb
+                by_fault[self.current_fault] = max(by_fault.get(self.current_fault, 0.0), rss_mb)
 
     def kill_worker(self) -> None:
         self.stop_worker(signal.SIGKILL)

@@ -38,6 +38,7 @@ def main() -> None:
     totals: Counter[str] = Counter()
     deadline, rounds, started = time.monotonic() + args.minutes * 60, 0, time.monotonic()
     chaos.start_worker()
+    chaos.watch_memory()
     try:
         while time.monotonic() < deadline:
             rounds += 1
@@ -48,6 +49,7 @@ def main() -> None:
             finally:
                 writer.stop.set()
                 writer.join(60)
+            chaos.current_fault = "catching up after the round"
             chaos.settle()  # raises with the differences on any mismatch
             totals["transactions"] += writer.committed
             print(f"round {rounds}: {writer.committed} transactions, 0 mismatches", flush=True)
@@ -71,6 +73,8 @@ def report(chaos: Chaos, totals: Counter[str], rounds: int, seconds: float) -> N
         print(f"{'':2}{count:>8}  {name}")
     print(f"{'':2}{0:>8}  mismatched documents (a mismatch stops the soak)")
     print(f"{'':2}{chaos.peak_worker_rss_mb:>8.0f}  peak worker RSS, MB")
+    for name, rss_mb in sorted(chaos.peak_rss_by_fault_mb.items(), key=lambda kv: -kv[1]):
+        print(f"{'':2}{rss_mb:>8.0f}  peak worker RSS (MB) while or after: {name}")
 
 
 if __name__ == "__main__":
