@@ -91,6 +91,7 @@ def source_config(settings: Settings, info: ServerInfo) -> SourceConfig:
         heartbeat_s=settings.heartbeat_s,
         stall_timeout_s=settings.stall_timeout_s,
         batch_max_rows=settings.batch_max_rows,
+        row_decoder=settings.row_decoder,
         is_mariadb=info.is_mariadb,
         tls=mysql_tls(settings),
     )

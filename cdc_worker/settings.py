@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     batch_max_rows: int = Field(
         default=5000, ge=1, le=1_000_000, description="Row changes per atomic Redis apply."
     )
+    row_decoder: Literal["specialized", "library"] = Field(
+        default="specialized",
+        description="Row decoding: code compiled per table map, or the library's generic decoder.",
+    )
     heartbeat_s: float = Field(
         default=5.0, gt=0, le=3600, description="Binlog heartbeat period asked of the server."
     )

@@ -66,6 +66,7 @@ class SourceConfig:
     batch_max_rows: int
     is_mariadb: bool
     tls: dict[str, Any] | None = None
+    row_decoder: str = "specialized"
 
 
 class _OwnedReconnectStream(BinLogStreamReader):  # type: ignore[misc]
