@@ -23,6 +23,12 @@ class WorkerMetrics:
             "cdc_events_total", "Binlog events read (heartbeats included)", registry=r
         )
         self.rows = Counter("cdc_rows_total", "Row changes read", ["table", "op"], registry=r)
+        self.decoded_rows = Counter(
+            "cdc_decoded_rows_total",
+            "Row changes decoded, by decoder (specialized, or the library's as a fallback)",
+            ["decoder"],
+            registry=r,
+        )
         self.transactions = Counter(
             "cdc_transactions_total", "Source transactions applied", registry=r
         )

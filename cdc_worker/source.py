@@ -28,7 +28,8 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 
 from cdc_worker.checkpoint import Position
 from cdc_worker.errors import CheckpointLost, StreamInterrupted
-from projections.changes import TRACKED_TABLES, Op, RowChange
+from cdc_worker.rowdecoder import RowDecoder
+from projections.changes import TRACKED_TABLES, UPDATE_BEFORE_COLUMNS, Op, RowChange
 
 NO_FOREIGN_KEY_CHECKS_FLAG = 0x0002
 ER_MASTER_FATAL_ERROR_READING_BINLOG = 1236
@@ -81,7 +82,7 @@ class _OwnedReconnectStream(BinLogStreamReader):  # type: ignore[misc]
         super()._BinLogStreamReader__connect_to_stream()
 
 
-def _connect(**settings: Any) -> pymysql.Connection[Any]:
+def connect_quietly(**settings: Any) -> pymysql.Connection[Any]:
     """pymysql.connect without the deprecated argument names the library still passes."""
     if "db" in settings:
         settings["database"] = settings.pop("db")
@@ -122,7 +123,7 @@ def open_stream(config: SourceConfig, start: Position) -> Any:
         ],
         slave_heartbeat=config.heartbeat_s,
         enable_logging=False,
-        pymysql_wrapper=_connect,
+        pymysql_wrapper=connect_quietly,
         **position,
     )
 
@@ -143,20 +144,18 @@ class GtidState:
         return ",".join(self.by_domain[d] for d in sorted(self.by_domain, key=int))
 
 
-def _row_changes(event: Any, position: str) -> list[RowChange]:
+def _row_changes(event: Any, position: str, decoder: RowDecoder) -> list[RowChange]:
     """Decode a row event (only tracked tables reach here) into row changes."""
     checks = not (event.flags & NO_FOREIGN_KEY_CHECKS_FLAG)
-    table, rows = event.table, event.rows
-    if isinstance(event, UpdateRowsEvent):
-        return [
-            RowChange(table, Op.UPDATE, r["before_values"], r["after_values"], position, checks)
-            for r in rows
-        ]
-    if isinstance(event, WriteRowsEvent):
-        return [
-            RowChange(table, Op.INSERT, None, r["values"], position, checks) for r in event.rows
-        ]
-    return [RowChange(table, Op.DELETE, r["values"], None, position, checks) for r in event.rows]
+    table, images = event.table, decoder.images(event)
+    op = (
+        Op.UPDATE
+        if isinstance(event, UpdateRowsEvent)
+        else Op.INSERT
+        if isinstance(event, WriteRowsEvent)
+        else Op.DELETE
+    )
+    return [RowChange(table, op, before, after, position, checks) for before, after in images]
 
 
 def data_changing_ddl(query: str) -> bool:
@@ -201,6 +200,8 @@ class BinlogReader:
         self._stream: Any = None
         self._thread = threading.Thread(target=self._run, name="binlog-reader", daemon=True)
         self._pending_error: BaseException | None = None
+        specialized = config.row_decoder == "specialized"
+        self.decoder = RowDecoder(specialized, UPDATE_BEFORE_COLUMNS)
 
     def start(self) -> None:
         """Connect and start reading."""
@@ -288,7 +289,7 @@ class BinlogReader:
             gtids.see(event.gtid)
         elif isinstance(event, ROW_EVENTS):
             where = f"{stream.log_file}:{event.packet.log_pos}"
-            chunk.changes.extend(_row_changes(event, where))
+            chunk.changes.extend(_row_changes(event, where, self.decoder))
             if len(chunk.changes) >= self.config.batch_max_rows:
                 self._put(chunk)
                 return Chunk()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +96,7 @@ class Worker:
         self._last_heartbeat_s = 0.0
         self._lag_s = 0.0
         self._events_counted = 0
+        self._decoded_counted: dict[str, int] = {}
         self.last_loop_s = time.monotonic()
 
     def request_stop(self) -> None:
@@ -146,7 +148,7 @@ class Worker:
         structlog.contextvars.bind_contextvars(position=str(checkpoint.position))
         self.log.info("streaming", generation=checkpoint.generation)
         reader = BinlogReader(self.source, checkpoint.position)
-        self._events_counted = 0
+        self._events_counted, self._decoded_counted = 0, {}
         reader.start()
         try:
             self._stream(Session(reader, checkpoint, refs, resync=self.resyncer.resume(checkpoint)))
@@ -216,6 +218,7 @@ class Worker:
         if session.resync is None and now_s_due(self._last_heartbeat_s):
             self._take_job(session)
         self._events_counted = session.reader.events_seen
+        self._count_decoded(session.reader.decoder.rows_by_decoder)
         now = time.monotonic()
         if now - self._last_heartbeat_s >= HEARTBEAT_EVERY_S:
             self._last_heartbeat_s = now
@@ -224,6 +227,12 @@ class Worker:
             self.metrics.documents.set(size)
             self.metrics.lag_seconds.set(self._lag_s)
             self._lag_s = 0.0
+
+    def _count_decoded(self, totals: Mapping[str, int]) -> None:
+        for decoder, total in list(totals.items()):
+            counted = self._decoded_counted.get(decoder, 0)
+            self.metrics.decoded_rows.labels(decoder=decoder).inc(total - counted)
+            self._decoded_counted[decoder] = total
 
     def _take_job(self, session: Session) -> None:
         job = self.resyncer.next_job()

@@ -22,6 +22,15 @@ REFERENCE_TABLES = (DEPARTMENTS, USERS, STATUSES, TAGS)
 TICKET_TABLES = (TICKETS, ATTACHMENTS, TICKET_TAGS, COMMENTS)
 TRACKED_TABLES = REFERENCE_TABLES + TICKET_TABLES
 
+# The columns of an update's before-image the projector reads, where it needs fewer than all
+# (a ticket's state in the read model holds the rest). The binlog source decodes only these.
+UPDATE_BEFORE_COLUMNS: dict[str, tuple[str, ...]] = {
+    TICKETS: ("id",),
+    ATTACHMENTS: ("id", "ticket_id"),
+    TICKET_TAGS: ("ticket_id", "tag_id"),
+    COMMENTS: ("id", "ticket_id"),
+}
+
 
 class Op(StrEnum):
     """What happened to a row."""

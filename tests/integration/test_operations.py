@@ -139,6 +139,9 @@ def test_every_worker_metric_is_served_and_moves_when_its_event_happens(
             eventually(lambda: scrape(port).get("cdc_reconnects_total", 0) >= 1)
             eventually(lambda: scrape(port)["cdc_read_model_documents"] > 0)
             after = scrape(port)
+            decoded = app.metrics.registry.get_sample_value
+            assert (decoded("cdc_decoded_rows_total", {"decoder": "specialized"}) or 0) > 0
+            assert decoded("cdc_decoded_rows_total", {"decoder": "library"}) is None
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
                 assert r.status == 200
         finally:
@@ -147,6 +150,7 @@ def test_every_worker_metric_is_served_and_moves_when_its_event_happens(
     moved = [
         "cdc_events_total",
         "cdc_rows_total",
+        "cdc_decoded_rows_total",
         "cdc_transactions_total",
         "cdc_apply_batch_rows_count",
         "cdc_apply_duration_seconds_count",

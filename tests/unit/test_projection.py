@@ -19,7 +19,9 @@ from projections.changes import (
     TAGS,
     TICKET_TAGS,
     TICKETS,
+    UPDATE_BEFORE_COLUMNS,
     USERS,
+    Op,
     RowChange,
     delete,
     insert,
@@ -30,16 +32,31 @@ from projections.state import Refs
 from tests import factories as f
 
 
-class Harness:
-    """A store plus in-memory references, applying batches like the worker does."""
+def key_only_before(change: RowChange) -> RowChange:
+    """An update as the binlog source hands it over: a before-image of keys only."""
+    columns = UPDATE_BEFORE_COLUMNS.get(change.table)
+    if change.op != Op.UPDATE or columns is None or change.before is None:
+        return change
+    before = {column: change.before[column] for column in columns}
+    return RowChange(change.table, change.op, before, change.after, change.position)
 
-    def __init__(self) -> None:
+
+class Harness:
+    """A store plus in-memory references, applying batches like the worker does.
+
+    With ``key_only_before``, update before-images hold only what the source decodes.
+    """
+
+    def __init__(self, key_only_before: bool = False) -> None:
+        self.key_only_before = key_only_before
         self.store = MemoryStore(checkpoint=Checkpoint(0, Position("mysql-bin.000001", 4)))
         self.refs = Refs()
         self.store_pos = 4
 
     def apply(self, *changes: RowChange) -> None:
         checkpoint = Checkpoint(0, Position("mysql-bin.000001", self.store_pos + 1))
+        if self.key_only_before:
+            changes = tuple(key_only_before(c) for c in changes)
         apply_changes(self.store, self.refs, list(changes), self.store.checkpoint, checkpoint)
         self.store_pos += 1
 
@@ -48,9 +65,9 @@ class Harness:
         return None if raw is None else orjson.loads(raw)
 
 
-@pytest.fixture
-def world() -> Harness:
-    h = Harness()
+@pytest.fixture(params=["full before-images", "key-only before-images"])
+def world(request: pytest.FixtureRequest) -> Harness:
+    h = Harness(key_only_before=request.param.startswith("key-only"))
     h.apply(
         insert(DEPARTMENTS, f.department(1, "Support")),
         insert(DEPARTMENTS, f.department(2, "Billing")),
