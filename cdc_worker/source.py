@@ -26,6 +26,7 @@ from pymysqlreplication.event import (
 )
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
+from cdc_worker import tablemaps
 from cdc_worker.checkpoint import Position
 from cdc_worker.errors import CheckpointLost, StreamInterrupted
 from cdc_worker.rowdecoder import RowDecoder
@@ -71,9 +72,14 @@ class SourceConfig:
 
 
 class _OwnedReconnectStream(BinLogStreamReader):  # type: ignore[misc]
-    """The library's reader, refusing its silent second connect."""
+    """The library's reader, refusing its silent second connect, parsing each distinct
+    table map once."""
 
     _connected_once = False
+
+    def _BinLogStreamReader__connect_to_ctl(self) -> None:
+        super()._BinLogStreamReader__connect_to_ctl()
+        tablemaps.enable(self._ctl_connection)
 
     def _BinLogStreamReader__connect_to_stream(self) -> None:
         if self._connected_once:

@@ -19,9 +19,11 @@ from hypothesis import strategies as st
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
+from cdc_worker.checkpoint import Position
 from cdc_worker.localservers import MariaDBServer
 from cdc_worker.rowdecoder import LIBRARY, SPECIALIZED, RowDecoder, library_images
-from cdc_worker.source import connect_quietly
+from cdc_worker.source import ROW_EVENTS, SourceConfig, connect_quietly, open_stream
+from tests.conftest import SourceDatabase
 
 EVERY_TYPE = """
 CREATE TABLE every_type (
@@ -292,3 +294,30 @@ def test_random_rows_decode_as_the_library_does(
         cur.execute("UPDATE every_type_r SET ti = IF(ti IS NULL, 1, NULL), vs = CONCAT(id, '')")
     decoder = compare_stream(server, name, start)
     assert decoder.rows_by_decoder == {SPECIALIZED: 2 * len(rows)}
+
+
+def test_table_maps_parsed_once_equal_the_library_parse_of_every_event(
+    source_db: SourceDatabase, mariadb: MariaDBServer
+) -> None:
+    with _connect(mariadb, source_db.name) as conn, conn.cursor() as cur:
+        start = _position(conn)
+        for n in range(20):
+            cur.execute("INSERT INTO tags (name) VALUES (%s)", [f"tag-{n}"])
+        cur.execute("ALTER TABLE tags ADD COLUMN color VARCHAR(10) DEFAULT 'red'")
+        for n in range(5):
+            cur.execute("INSERT INTO tags (name, color) VALUES (%s, NULL)", [f"late-{n}"])
+    plain = [(e.table_map[e.table_id], e.rows) for e in _events(mariadb, source_db.name, start)]
+    config = SourceConfig("127.0.0.1", mariadb.port, "root", "", source_db.name, 9, 1, 10, 9, False)
+    stream = open_stream(config, Position(*start))
+    try:
+        row_events = (e for e in stream if isinstance(e, ROW_EVENTS))
+        # plain first: zip stops at its end before asking the blocking stream for more
+        cached = [
+            (e.table_map[e.table_id], e.rows) for _, e in zip(plain, row_events, strict=False)
+        ]
+    finally:
+        stream.close()
+    assert [rows for _, rows in cached] == [rows for _, rows in plain]
+    assert [table for table, _ in cached] == [table for table, _ in plain]  # Table.__eq__: data
+    assert len({id(table) for table, _ in plain}) == 25
+    assert len({id(table) for table, _ in cached}) == 2  # one parse before the ALTER, one after
