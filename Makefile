@@ -36,6 +36,11 @@ soak: $(STAMP)
 	scripts/ensure-servers
 	$(BIN)/python -m tests.soak --minutes $(or $(MINUTES),30)
 
+bench: $(STAMP)
+	scripts/ensure-servers
+	bench/ensure-tools
+	$(BIN)/python -m bench.all $(if $(QUICK),--quick)
+
 lock:
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^ticket-sync' > requirements.lock
 

@@ -1,47 +1,70 @@
 """Catch-up: the worker applying a binlog backlog vs. a bare python-mysql-replication loop
-that only decodes the same events. Both run in one process, alternating, on one backlog.
+that only decodes the same events, and vs. a naive projector. All read one backlog, in one
+process, alternating within each repeat. The worker runs twice per repeat: with the library's
+row decoder (before) and with the specialized one (after).
 
-    .venv/bin/python -m bench.catchup --transactions 20000 --repeats 3
+    .venv/bin/python -m bench.catchup --transactions 50000 --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
-import statistics
-import tempfile
 import threading
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pymysql
 import redis
-from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 from sqlalchemy import create_engine
 
+from bench.common import (
+    Spread,
+    log,
+    master_position,
+    peak_rss_mb,
+    ratio,
+    restore_redis,
+    servers,
+    snapshot_redis,
+    wait_checkpoint,
+    worker_process,
+)
 from bench.naive import backlog_stream, naive_catchup
+from bench.profile import start_recording, stop_recording, summarize
 from cdc_worker import keys, migrate
 from cdc_worker.bootstrap import bootstrap, inspect_source
 from cdc_worker.checkpoint import Checkpoint
 from cdc_worker.loadgen import run_workload
-from cdc_worker.localservers import start_mariadb, start_redis
+from cdc_worker.localservers import MariaDBServer, RedisServer
 from cdc_worker.seed import seed
-from cdc_worker.settings import load_settings
+from cdc_worker.settings import Settings, load_settings
 
-ROW_EVENTS = [WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent]
+DECODERS = ("library", "specialized")
+BARE, NAIVE = "bare library decode loop", "naive projector"
+WORKER = {d: f"worker, {d} decoder" for d in DECODERS}
+SEED_TICKETS = 1000
+CATCHUP_TIMEOUT_S = 1800
 
 
-def master_position(port: int) -> tuple[str, int]:
-    with pymysql.connect(host="127.0.0.1", port=port, user="root") as conn, conn.cursor() as cur:
-        cur.execute("SHOW MASTER STATUS")
-        row = cur.fetchone()
-        assert row is not None
-        return str(row[0]), int(row[1])
+@dataclass
+class CatchupResult:
+    """Rows per second of each reader on one backlog, and the worker subprocess's memory."""
+
+    transactions: int
+    row_changes: int
+    naive_max_rows: int | None
+    repeats: int
+    rows_per_s: dict[str, dict[str, Any]]
+    ratios: dict[str, float | None]
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    profile: dict[str, Any] | None = None
 
 
 def bare_decode(port: int, database: str, start: Checkpoint) -> tuple[int, float]:
-    """Rows decoded per second by the library alone, from the checkpoint to the end."""
+    """Rows decoded by the library alone, from the checkpoint to the end, and the seconds."""
     stream = backlog_stream(port, database, start)
     rows, started = 0, time.perf_counter()
     for event in stream:
@@ -51,101 +74,164 @@ def bare_decode(port: int, database: str, start: Checkpoint) -> tuple[int, float
     return rows, elapsed
 
 
-def snapshot_redis(client: redis.Redis) -> dict[bytes, bytes]:
-    return {key: client.dump(key) for key in client.scan_iter(count=1000)}  # type: ignore[misc]
-
-
-def restore_redis(client: redis.Redis, saved: dict[bytes, bytes]) -> None:
-    client.flushdb()
-    pipe = client.pipeline(transaction=False)
-    for key, payload in saved.items():
-        pipe.restore(key, 0, payload)
-    pipe.execute()
-
-
-def worker_catchup(settings: Any, end: tuple[str, int]) -> tuple[int, float]:
-    """Rows applied per second by the real worker until its checkpoint reaches ``end``."""
+def worker_catchup(settings: Settings, end: tuple[str, int]) -> float:
+    """Seconds the real worker (in this process) takes until its checkpoint reaches ``end``."""
     app = bootstrap(settings, inspect_source(settings))
     thread = threading.Thread(target=app.worker.run, daemon=True)
     started = time.perf_counter()
     thread.start()
-    while True:
-        checkpoint = app.worker.store.load_checkpoint()
-        if checkpoint is None:
-            time.sleep(0.01)
-            continue
-        position = (checkpoint.position.log_file, checkpoint.position.log_pos)
-        if position >= end:
-            break
-        time.sleep(0.01)
-    elapsed = time.perf_counter() - started
-    rows = int(
-        sum(
-            s.value
-            for m in app.metrics.rows.collect()
-            for s in m.samples
-            if s.name.endswith("_total")
-        )
-    )
+    finished = wait_checkpoint(app.redis_client, end, CATCHUP_TIMEOUT_S)
     app.worker.request_stop()
     thread.join(30)
     app.close()
-    return rows, elapsed
+    return finished - started
+
+
+@dataclass
+class Backlog:
+    """A seeded source, the read model at the backlog's start, and the backlog's end."""
+
+    mariadb: MariaDBServer
+    redis_url: str
+    start: Checkpoint
+    end: tuple[str, int]
+    saved: dict[bytes, bytes]
+
+    def settings(self, decoder: str) -> Settings:
+        return load_settings(
+            mysql_url=self.mariadb.cdc_url,
+            redis_url=self.redis_url,
+            worker_http_port=0,
+            server_id=random.randint(10_000, 2**31),
+            row_decoder=decoder,
+        )
+
+
+def make_backlog(mariadb: MariaDBServer, redis_url: str, transactions: int) -> Backlog:
+    """Seed, snapshot with the worker, then commit ``transactions`` loadgen transactions."""
+    migrate.upgrade(mariadb.root_url)
+    engine = create_engine(mariadb.root_url)
+    seed(engine, SEED_TICKETS, progress=False)
+    client = redis.Redis.from_url(redis_url)
+    first = load_settings(mysql_url=mariadb.cdc_url, redis_url=redis_url, worker_http_port=0)
+    worker_catchup(first, master_position(mariadb.port))  # the initial snapshot
+    start = Checkpoint.decode(client.get(keys.CHECKPOINT))  # type: ignore[arg-type]
+    saved = snapshot_redis(client)
+    started = time.perf_counter()
+    run_workload(engine, transactions, seed=1)
+    log(f"catch-up: {transactions:,} transactions in {time.perf_counter() - started:.0f} s")
+    end = master_position(mariadb.port)
+    engine.dispose()
+    client.close()
+    return Backlog(mariadb, redis_url, start, end, saved)
+
+
+def one_repeat(
+    backlog: Backlog, index: int, naive_max_rows: int | None
+) -> tuple[int, dict[str, float]]:
+    """Every reader once over the backlog; the decoders' order alternates between repeats."""
+    port, database = backlog.mariadb.port, backlog.mariadb.database
+    rows, seconds = bare_decode(port, database, backlog.start)
+    rates = {BARE: rows / seconds}
+    rows_n, seconds_n = naive_catchup(
+        port, database, backlog.start, backlog.redis_url, naive_max_rows
+    )
+    rates[NAIVE] = rows_n / seconds_n
+    client = redis.Redis.from_url(backlog.redis_url)
+    for decoder in DECODERS if index % 2 == 0 else DECODERS[::-1]:
+        restore_redis(client, backlog.saved)
+        # The same backlog: the bare loop's row count is the worker's too.
+        rates[WORKER[decoder]] = rows / worker_catchup(backlog.settings(decoder), backlog.end)
+    client.close()
+    log("catch-up repeat: " + ", ".join(f"{k} {v:,.0f} rows/s" for k, v in rates.items()))
+    return rows, rates
+
+
+def subprocess_peak_rss(backlog: Backlog, decoder: str, work_dir: Path) -> float:
+    """Peak RSS (VmHWM, MiB) of ``cdc-worker run`` catching up the whole backlog."""
+    client = redis.Redis.from_url(backlog.redis_url)
+    restore_redis(client, backlog.saved)
+    with worker_process(
+        backlog.mariadb,
+        backlog.redis_url,
+        work_dir / f"worker-{decoder}.log",
+        CDC_ROW_DECODER=decoder,
+    ) as worker:
+        wait_checkpoint(client, backlog.end, CATCHUP_TIMEOUT_S)
+        peak = peak_rss_mb(worker.pid)
+    client.close()
+    return peak
+
+
+def profile_catchup(backlog: Backlog, out: Path, work_dir: Path) -> dict[str, Any]:
+    """A py-spy profile of the worker subprocess (default decoder) while it catches up."""
+    client = redis.Redis.from_url(backlog.redis_url)
+    restore_redis(client, backlog.saved)
+    log_path = work_dir / "worker-profiled.log"
+    with worker_process(backlog.mariadb, backlog.redis_url, log_path) as worker:
+        deadline = time.monotonic() + 60
+        while b'"streaming"' not in log_path.read_bytes():  # start-up and imports excluded
+            assert time.monotonic() < deadline, "the profiled worker never started streaming"
+            time.sleep(0.01)
+        recorder = start_recording(worker.pid, out)
+        wait_checkpoint(client, backlog.end, CATCHUP_TIMEOUT_S)
+        stop_recording(recorder)
+    client.close()
+    return summarize(out)
+
+
+def measure(
+    mariadb: MariaDBServer,
+    redis_server: RedisServer,
+    transactions: int,
+    repeats: int,
+    naive_max_rows: int | None = None,
+    profile_out: Path | None = None,
+) -> CatchupResult:
+    """The whole scenario on running servers; see the module docstring."""
+    backlog = make_backlog(mariadb, redis_server.url, transactions)
+    spreads: dict[str, Spread] = {name: Spread() for name in (BARE, NAIVE, *WORKER.values())}
+    rows = 0
+    for index in range(repeats):
+        rows, rates = one_repeat(backlog, index, naive_max_rows)
+        for name, rate in rates.items():
+            spreads[name].add(rate)
+    summaries = {name: spread.summary() for name, spread in spreads.items()}
+    result = CatchupResult(
+        transactions, rows, naive_max_rows, repeats, summaries, catchup_ratios(summaries)
+    )
+    work_dir = redis_server.base_dir
+    for decoder in DECODERS:
+        result.peak_rss_mb[WORKER[decoder]] = subprocess_peak_rss(backlog, decoder, work_dir)
+    if profile_out is not None:
+        result.profile = profile_catchup(backlog, profile_out, work_dir)
+    return result
+
+
+def catchup_ratios(summaries: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """Each worker run against the bare loop and the naive projector; after vs. before."""
+    found: dict[str, float | None] = {}
+    for decoder in DECODERS:
+        worker = summaries[WORKER[decoder]]
+        found[f"{WORKER[decoder]} / {BARE}"] = ratio(worker, summaries[BARE])
+        found[f"{WORKER[decoder]} / {NAIVE}"] = ratio(worker, summaries[NAIVE])
+    found["specialized / library decoder"] = ratio(
+        summaries[WORKER["specialized"]], summaries[WORKER["library"]]
+    )
+    return found
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--transactions", type=int, default=20_000)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--transactions", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--naive-max-rows", type=int, default=None)
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="bench-catchup-"))
-    mariadb, redis_server = start_mariadb(base / "mariadb"), start_redis(base / "redis")
-    try:
-        run(mariadb, redis_server, args.transactions, args.repeats)
-    finally:
-        mariadb.stop()
-        redis_server.stop()
-
-
-def run(mariadb: Any, redis_server: Any, transactions: int, repeats: int) -> None:
-    migrate.upgrade(mariadb.root_url)
-    engine = create_engine(mariadb.root_url)
-    seed(engine, 1000, progress=False)
-    settings = load_settings(
-        mysql_url=mariadb.cdc_url,
-        redis_url=redis_server.url,
-        worker_http_port=0,
-        server_id=random.randint(10_000, 2**31),
-    )
-    client = redis.Redis.from_url(redis_server.url)
-    worker_catchup(settings, master_position(mariadb.port))  # initial snapshot
-    start = Checkpoint.decode(client.get(keys.CHECKPOINT))  # type: ignore[arg-type]
-    saved = snapshot_redis(client)
-    run_workload(engine, transactions, seed=1)
-    end = master_position(mariadb.port)
-    bare, applied, naive = [], [], []
-    for _ in range(repeats):
-        rows, seconds = bare_decode(mariadb.port, mariadb.database, start)
-        bare.append(rows / seconds)
-        rows_n, seconds_n = naive_catchup(mariadb.port, mariadb.database, start, redis_server.url)
-        naive.append(rows_n / seconds_n)
-        restore_redis(client, saved)
-        _, seconds_w = worker_catchup(settings, end)
-        rows_w = rows  # the same backlog; the worker's counter may lag its last batch
-        applied.append(rows_w / seconds_w)
-        print(
-            f"bare decode {rows} rows in {seconds:.2f} s; worker {rows_w} rows in {seconds_w:.2f} s"
+    with servers("catchup") as (mariadb, redis_server):
+        result = measure(
+            mariadb, redis_server, args.transactions, args.repeats, args.naive_max_rows
         )
-    b, w = statistics.median(bare), statistics.median(applied)
-    print(f"backlog: {transactions} transactions, {rows} row changes")
-    print(f"bare library decode loop: median {b:,.0f} rows/s (runs: {[round(x) for x in bare]})")
-    print(f"worker catch-up:          median {w:,.0f} rows/s (runs: {[round(x) for x in applied]})")
-    n = statistics.median(naive)
-    print(f"naive projector:          median {n:,.0f} rows/s (runs: {[round(x) for x in naive]})")
-    print(f"ratio worker / bare decode: {w / b:.2f}")
-    print(f"ratio worker / naive projector: {w / n:.2f}")
-    engine.dispose()
-    client.close()
+    print(json.dumps(asdict(result), indent=2))
 
 
 if __name__ == "__main__":

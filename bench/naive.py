@@ -103,8 +103,11 @@ def document(cur: Any, ticket_id: int) -> bytes | None:
     return orjson.dumps(doc, default=str)
 
 
-def naive_catchup(port: int, database: str, start: Checkpoint, redis_url: str) -> tuple[int, float]:
-    """Rows per second the naive projector manages on the same backlog."""
+def naive_catchup(
+    port: int, database: str, start: Checkpoint, redis_url: str, max_rows: int | None = None
+) -> tuple[int, float]:
+    """Rows the naive projector applies from ``start`` (all, or the first ``max_rows``: it is
+    slow) and the seconds it takes."""
     stream = backlog_stream(port, database, start)
     conn = pymysql.connect(
         host="127.0.0.1", port=port, user="root", database=database, autocommit=True
@@ -113,6 +116,8 @@ def naive_catchup(port: int, database: str, start: Checkpoint, redis_url: str) -
     rows, started = 0, time.perf_counter()
     with conn.cursor() as cur:
         for event in stream:
+            if max_rows is not None and rows >= max_rows:
+                break
             for row in event.rows:
                 rows += 1
                 image = row.get("after_values") or row.get("values")
