@@ -17,6 +17,7 @@ from typing import Any
 
 from pymysqlreplication.event import BinLogEvent
 from pymysqlreplication.row_event import TableMapEvent
+from pymysqlreplication.table import Table
 
 CACHE_ATTRIBUTE = "_cdc_table_map_cache"
 CACHE_MAX_ENTRIES = 1024
@@ -25,6 +26,17 @@ PER_EVENT_FIELDS = frozenset(
     {"packet", "table_map", "event_type", "timestamp", "event_size", "_ctl_connection"}
 )
 _parse = TableMapEvent.__init__
+
+
+class _ParsedTable(Table):  # type: ignore[misc]
+    """A cached table map's Table: every row event reads ``data``, so it is built once."""
+
+    @property
+    def data(self) -> dict[str, Any]:
+        built: dict[str, Any] | None = self.__dict__.get("_built_data")
+        if built is None:
+            built = self.__dict__["_built_data"] = super().data
+        return built
 
 
 def enable(ctl_connection: Any) -> None:
@@ -44,6 +56,8 @@ def _cached_init(
     parsed = cache.get(key)
     if parsed is None:
         _parse(self, from_packet, event_size, table_map, ctl_connection, **kw)
+        if self._processed:
+            self.table_obj.__class__ = _ParsedTable
         if len(cache) >= CACHE_MAX_ENTRIES:
             cache.clear()
         cache[key] = {k: v for k, v in vars(self).items() if k not in PER_EVENT_FIELDS}
