@@ -8,7 +8,7 @@ JSON so that a document can be rebuilt without asking MySQL.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -24,24 +24,21 @@ USER_EMAIL = "user-email"
 TAG_NAME = "tag-name"
 
 
-@dataclass(frozen=True, slots=True)
-class Status:
+class Status(NamedTuple):
     """What a document shows of a ticket status."""
 
     name: str
     is_closed: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Person:
+class Person(NamedTuple):
     """What a document shows of a user."""
 
     email: str
     full_name: str
 
 
-@dataclass(frozen=True, slots=True)
-class AttachmentInfo:
+class AttachmentInfo(NamedTuple):
     """What a document shows of an attachment."""
 
     filename: str
