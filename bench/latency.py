@@ -61,6 +61,7 @@ class LatencyResult:
     repeats: int
     decoder: str
     tickets: int
+    writer_connections: int
     steps: list[dict[str, Any]] = field(default_factory=list)
     max_sustainable_per_s: float = 0.0
     limited_by: str = ""
@@ -199,7 +200,7 @@ def measure(
     seed(engine, tickets, progress=False)
     engine.dispose()
     bench = Bench(mariadb, redis_server.url, redis_server.base_dir)
-    result = LatencyResult(seconds, repeats, DECODER, tickets)
+    result = LatencyResult(seconds, repeats, DECODER, tickets, len(bench.writer.conns))
     try:
         steps, result.max_sustainable_per_s, result.limited_by = step_up(bench, seconds)
         result.steps = [asdict(step) | {"sustained": sustained(step)} for step in steps]

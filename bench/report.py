@@ -126,7 +126,8 @@ def ratio_of(top: dict[str, Any], bottom: dict[str, Any]) -> float | None:
 def latency_section(lat: dict[str, Any]) -> str:
     text = (
         "Each transaction updates one ticket's title to a marker. The clock starts when COMMIT "
-        "returns to the writer (autocommit, one connection, paced at the rate). Worker phases: "
+        "returns to the writer (autocommit, paced at the rate over "
+        f"{lat.get('writer_connections', 1)} connection(s) on threads). Worker phases: "
         "`cdc-worker run` (a subprocess, "
         f"`CDC_ROW_DECODER={lat['decoder']}`) applies the stream and the clock stops when an "
         "HMGET of the `tickets` hash, woken by Redis keyspace notifications of that hash (and "
@@ -298,7 +299,14 @@ def profile_block(title: str, p: dict[str, Any]) -> str:
         [[f"`{n}`", f"{s:.1%}"] for n, s in p["total"]],
     )
     head = f"### {title}\n\n{p['samples']:,} samples (`bench/{p['file']}`); threads: {threads}."
-    return "\n\n".join([head, packages, own, total])
+    return "\n\n".join([head, where_time_goes(p), packages, own, total])
+
+
+def where_time_goes(p: dict[str, Any]) -> str:
+    """One sentence: the heaviest packages and the heaviest function, by self time."""
+    top = ", ".join(f"{name} {share:.0%}" for name, share in p["packages"][:3])
+    heaviest = f"`{p['self'][0][0]}` ({p['self'][0][1]:.0%})" if p["self"] else "n/a"
+    return f"Where the CPU time goes: {top}; the heaviest single function is {heaviest}."
 
 
 def profiles_section(results: dict[str, Any]) -> str:

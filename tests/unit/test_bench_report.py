@@ -55,6 +55,7 @@ def fake_results() -> dict[str, Any]:
             "repeats": 3,
             "decoder": "specialized",
             "tickets": 100,
+            "writer_connections": 4,
             "steps": [
                 {
                     "target_per_s": 1000,
