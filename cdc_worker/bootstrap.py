@@ -112,5 +112,6 @@ def bootstrap(settings: Settings, info: ServerInfo) -> App:
         source_config(settings, info),
         metrics,
         settings.reconnect_backoff_max_s,
+        settings.fan_out_step_tickets,
     )
     return App(settings, client, engine, metrics, worker)

@@ -1,15 +1,24 @@
-"""One batch through the core: plan the reads, load them, project, apply atomically."""
+"""One batch through the core: plan the reads, load them, project, apply atomically.
+
+A fan-out (a renamed department holding 50,000 tickets, several renames in one catch-up batch)
+is applied in steps of at most ``FAN_OUT_STEP_TICKETS`` linked tickets, so the worker's memory
+stays bounded whatever the fan-out. Like the slices of a large transaction, every step is one
+fenced MULTI/EXEC and only the last one moves the checkpoint: a crash in between replays the
+batch, idempotently. Readers may see some of the linked documents renamed before the others.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cdc_worker.checkpoint import Checkpoint
 from cdc_worker.store import BatchTx, ReadModelStore
-from projections.changes import RowChange
-from projections.projector import ReadPlan, StoreOps, plan_reads, project
+from projections.changes import REFERENCE_TABLES, RowChange
+from projections.projector import DeadLetter, ReadPlan, StoreOps, plan_reads, project
 from projections.state import Refs
+
+FAN_OUT_STEP_TICKETS = 2_000  # linked tickets loaded and rebuilt per step (~10 KB each)
 
 
 @dataclass
@@ -37,30 +46,86 @@ def apply_changes(
     expected: Checkpoint,
     checkpoint: Checkpoint | None,
     shadow: Shadow | None = None,
+    step_tickets: int = FAN_OUT_STEP_TICKETS,
 ) -> StoreOps:
     """Apply a run of changes (whole transactions, or part of one) and the new checkpoint.
 
-    A fixed number of reads (link sets, ticket states) and one atomic, fenced write per call,
-    whatever the number of changes. ``refs`` is updated in place: reload it if this raises.
+    A fixed number of reads (link sets, ticket states) and one atomic, fenced write per step;
+    one step unless the changes fan out to more than ``step_tickets`` linked tickets. ``refs``
+    is updated in place: reload it if this raises. Returns the first step's operations, with
+    the dead letters of all steps.
     """
     plan = plan_reads(changes)
+    shadow = shadow if shadow is not None and shadow.refs_done else None
     with store.batch(expected) as tx:
         linked = tx.linked_ids(plan.link_keys) if plan.link_keys else set()
-        states = tx.load_states(plan.ticket_ids | linked)
-        ops = project(changes, refs, states, linked)
-        shadow_ops = _project_shadow(tx, shadow, changes, plan) if shadow else None
-        tx.commit(ops, checkpoint, shadow_ops)
+        shadow_linked = set()
+        if shadow is not None and plan.link_keys:
+            shadow_linked = tx.linked_ids(plan.link_keys, shadow.generation)
+        scopes = _fan_out_scopes(plan.ticket_ids, linked | shadow_linked, step_tickets)
+        last = len(scopes) == 1
+        step = _Step(plan, linked, shadow, shadow_linked)
+        ops = step.apply(tx, changes, refs, scopes[0], checkpoint if last else None)
+    step.reported = ops.dead_letters
+    # Later steps only rebuild linked tickets: replaying the reference changes is enough.
+    replay = [change for change in changes if change.table in REFERENCE_TABLES]
+    for n, scope in enumerate(scopes[1:], start=2):
+        with store.batch(expected) as tx:
+            done = step.apply(tx, replay, refs, scope, checkpoint if n == len(scopes) else None)
+        ops.dead_letters += done.dead_letters
     return ops
 
 
-def _project_shadow(
-    tx: BatchTx, shadow: Shadow, changes: Sequence[RowChange], plan: ReadPlan
-) -> tuple[int, StoreOps] | None:
-    if not shadow.refs_done:
-        return None  # its references are read later, at a newer position
-    g = shadow.generation
-    linked = tx.linked_ids(plan.link_keys, g) if plan.link_keys else set()
-    ids = {i for i in plan.ticket_ids | linked if shadow.covers(i)}
-    ops = project(changes, shadow.refs, tx.load_states(ids, g), linked, shadow.covers)
-    ops.dead_letters.clear()  # the live generation reports the same rows
-    return g, ops
+def _fan_out_scopes(
+    direct: frozenset[int], linked: set[int], step_tickets: int
+) -> list[frozenset[int] | None]:
+    """The tickets of each step: the directly changed ones go first; None is no limit."""
+    rest = sorted(linked - direct)
+    if len(rest) <= step_tickets:
+        return [None]
+    slices = [rest[i : i + step_tickets] for i in range(0, len(rest), step_tickets)]
+    return [direct | frozenset(slices[0]), *(frozenset(s) for s in slices[1:])]
+
+
+@dataclass
+class _Step:
+    """Loads, projects and commits the tickets of one scope, live and shadow generations."""
+
+    plan: ReadPlan
+    linked: set[int]
+    shadow: Shadow | None
+    shadow_linked: set[int]
+    reported: list[DeadLetter] = field(default_factory=list)  # by earlier steps: not again
+
+    def apply(
+        self,
+        tx: BatchTx,
+        changes: Sequence[RowChange],
+        refs: Refs,
+        scope: frozenset[int] | None,
+        checkpoint: Checkpoint | None,
+    ) -> StoreOps:
+        linked = self.linked if scope is None else self.linked & scope
+        ids = self.plan.ticket_ids | linked if scope is None else scope
+        in_scope = None if scope is None else scope.__contains__
+        ops = project(changes, refs, tx.load_states(ids), linked, in_scope)
+        ops.dead_letters = [d for d in ops.dead_letters if d not in self.reported]
+        shadow_ops = self._shadow(tx, changes, scope) if self.shadow else None
+        tx.commit(ops, checkpoint, shadow_ops)
+        return ops
+
+    def _shadow(
+        self, tx: BatchTx, changes: Sequence[RowChange], scope: frozenset[int] | None
+    ) -> tuple[int, StoreOps]:
+        shadow = self.shadow
+        assert shadow is not None
+
+        def covered(ticket_id: int) -> bool:
+            return shadow.covers(ticket_id) and (scope is None or ticket_id in scope)
+
+        g = shadow.generation
+        linked = {i for i in self.shadow_linked if covered(i)}
+        ids = {i for i in self.plan.ticket_ids | linked if covered(i)}
+        ops = project(changes, shadow.refs, tx.load_states(ids, g), linked, covered)
+        ops.dead_letters.clear()  # the live generation reports the same rows
+        return g, ops

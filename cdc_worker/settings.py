@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     batch_max_rows: int = Field(
         default=5000, ge=1, le=1_000_000, description="Row changes per atomic Redis apply."
     )
+    fan_out_step_tickets: int = Field(
+        default=2000,
+        ge=1,
+        le=1_000_000,
+        description="Linked tickets rebuilt per atomic step of a fan-out (bounds memory).",
+    )
     row_decoder: Literal["specialized", "library"] = Field(
         default="specialized",
         description="Row decoding: code compiled per table map, or the library's generic decoder.",

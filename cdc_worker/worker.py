@@ -83,8 +83,10 @@ class Worker:
         source: SourceConfig,
         metrics: WorkerMetrics,
         backoff_max_s: float,
+        fan_out_step_tickets: int = 2000,
     ) -> None:
         self.store = store
+        self.fan_out_step_tickets = fan_out_step_tickets
         self.snapshotter = snapshotter
         self.resyncer = resyncer
         self.source = source
@@ -193,7 +195,15 @@ class Worker:
         if not changes and target is None:
             return
         shadow = session.resync.shadow if session.resync else None
-        ops = apply_changes(self.store, session.refs, changes, session.checkpoint, target, shadow)
+        ops = apply_changes(
+            self.store,
+            session.refs,
+            changes,
+            session.checkpoint,
+            target,
+            shadow,
+            self.fan_out_step_tickets,
+        )
         record_dead_letters(ops, self.metrics, self.log)
         if target is not None:
             session.checkpoint, session.pending = target, None

@@ -9,6 +9,7 @@ import redis
 from sqlalchemy import Connection, Engine, text
 
 from cdc_worker import keys
+from cdc_worker.seed import seed
 from tests.conftest import SourceDatabase
 from tests.harness import read_model, wait_streaming, wait_synced, worker_thread
 
@@ -210,3 +211,20 @@ def test_a_transaction_larger_than_a_batch_is_applied_whole(
                 n=NOW,
             )
         wait_synced(source_db.engine, redis_url, timeout_s=120)
+
+
+def test_renames_fanning_out_to_many_tickets_are_applied_in_bounded_steps(
+    source_db: SourceDatabase, redis_url: str
+) -> None:
+    seed(source_db.engine, 400)
+    with worker_thread(source_db.cdc_url, redis_url, fan_out_step_tickets=25):
+        wait_synced(source_db.engine, redis_url)
+        with source_db.engine.begin() as c:
+            run(c, "UPDATE departments SET name = CONCAT(name, ' (renamed)')")
+            run(c, "UPDATE ticket_statuses SET name = UPPER(name)")
+            run(c, "DELETE FROM tags WHERE id = 1")
+        wait_synced(source_db.engine, redis_url)  # every document equals the SQL oracle
+    with redis.Redis.from_url(redis_url) as client:
+        docs = read_model(client)
+    assert len(docs) > 300  # soft-deleted tickets have no document
+    assert all(doc["department_name"].endswith("(renamed)") for doc in docs.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, fields
 from typing import Any
 
 import orjson
@@ -47,8 +48,9 @@ class Harness:
     With ``key_only_before``, update before-images hold only what the source decodes.
     """
 
-    def __init__(self, key_only_before: bool = False) -> None:
+    def __init__(self, key_only_before: bool = False, step_tickets: int = 2_000) -> None:
         self.key_only_before = key_only_before
+        self.step_tickets = step_tickets
         self.store = MemoryStore(checkpoint=Checkpoint(0, Position("mysql-bin.000001", 4)))
         self.refs = Refs()
         self.store_pos = 4
@@ -57,7 +59,14 @@ class Harness:
         checkpoint = Checkpoint(0, Position("mysql-bin.000001", self.store_pos + 1))
         if self.key_only_before:
             changes = tuple(key_only_before(c) for c in changes)
-        apply_changes(self.store, self.refs, list(changes), self.store.checkpoint, checkpoint)
+        apply_changes(
+            self.store,
+            self.refs,
+            list(changes),
+            self.store.checkpoint,
+            checkpoint,
+            step_tickets=self.step_tickets,
+        )
         self.store_pos += 1
 
     def doc(self, ticket_id: int) -> dict[str, Any] | None:
@@ -313,3 +322,72 @@ def test_replacing_tickets_rewrites_documents_and_drops_what_the_rows_no_longer_
     assert doc is not None
     assert (doc["title"], doc["attachment_count"]) == ("fresh", 0)
     assert 2 in ops.docs_deleted
+
+
+@dataclass
+class CrashingStore(MemoryStore):
+    """Fails its ``crash_at``-th commit, as a worker killed between fan-out steps."""
+
+    crash_at: int = 0
+    commits: int = 0
+
+    def commit(self, *args: Any, **kwargs: Any) -> None:
+        self.commits += 1
+        if self.commits == self.crash_at:
+            raise ConnectionError("killed between fan-out steps")
+        super().commit(*args, **kwargs)
+
+
+def _fan_out_world(step_tickets: int) -> Harness:
+    h = Harness(step_tickets=step_tickets)
+    h.apply(
+        insert(DEPARTMENTS, f.department(1, "Support")),
+        insert(DEPARTMENTS, f.department(2, "Billing")),
+        insert(STATUSES, f.status(1, "open")),
+        insert(USERS, f.user(1, "req@example.com")),
+        insert(USERS, f.user(2, "agent@example.com")),
+        insert(TAGS, f.tag(1, "vip")),
+    )
+    tickets = [f.ticket(n, department_id=1 + n % 2, assignee_id=2) for n in range(1, 31)]
+    h.apply(*(insert(TICKETS, t) for t in tickets))
+    h.apply(*(insert(TICKET_TAGS, f.ticket_tag(n, 1)) for n in range(1, 31, 3)))
+    return h
+
+
+FAN_OUT_BATCH = (
+    update(DEPARTMENTS, f.department(1, "Support"), f.department(1, "Helpdesk")),
+    update(USERS, f.user(1, "req@example.com"), {**f.user(1, "x"), "email": None}),  # bad row
+    delete(TAGS, f.tag(1, "vip")),  # cascades to ticket_tags
+    delete(USERS, f.user(2, "agent@example.com")),  # assignee SET NULL on every ticket
+    update(TICKETS, f.ticket(7, department_id=2), f.ticket(7, title="moved", department_id=1)),
+)
+
+
+def _model(h: Harness) -> tuple[Any, ...]:
+    s = h.store
+    return (s.documents, s.states, s.links, s.index, s.checkpoint, s.dead_letters)
+
+
+def test_a_fan_out_applied_in_small_steps_ends_exactly_as_in_one() -> None:
+    whole, stepped = _fan_out_world(2_000), _fan_out_world(4)
+    whole.apply(*FAN_OUT_BATCH)
+    stepped.apply(*FAN_OUT_BATCH)
+    assert _model(stepped) == _model(whole)
+    assert len(stepped.store.dead_letters) == 1  # the bad row, reported once
+    docs = [stepped.doc(n) for n in range(1, 31)]
+    assert {d["department_name"] for d in docs if d and d["department_id"] == 1} == {"Helpdesk"}
+    assert all(d and d["assignee_id"] is None and d["tags"] == [] for d in docs)
+
+
+@pytest.mark.parametrize("crash_at", [1, 2, 5])
+def test_a_crash_between_fan_out_steps_replays_to_the_same_model(crash_at: int) -> None:
+    whole, stepped = _fan_out_world(2_000), _fan_out_world(4)
+    whole.apply(*FAN_OUT_BATCH)
+    state = {f.name: getattr(stepped.store, f.name) for f in fields(MemoryStore)}
+    crashing = CrashingStore(**state, crash_at=crash_at)
+    stepped.store = crashing
+    with pytest.raises(ConnectionError):
+        stepped.apply(*FAN_OUT_BATCH)  # the checkpoint did not move: the batch comes again
+    stepped.refs = crashing.load_refs(0)  # the worker reloads its references after a failure
+    stepped.apply(*FAN_OUT_BATCH)
+    assert _model(stepped)[:5] == _model(whole)[:5]
