@@ -76,10 +76,12 @@ class _OwnedReconnectStream(BinLogStreamReader):  # type: ignore[misc]
     table map once."""
 
     _connected_once = False
+    cache_table_maps = True
 
     def _BinLogStreamReader__connect_to_ctl(self) -> None:
         super()._BinLogStreamReader__connect_to_ctl()
-        tablemaps.enable(self._ctl_connection)
+        if self.cache_table_maps:
+            tablemaps.enable(self._ctl_connection)
 
     def _BinLogStreamReader__connect_to_stream(self) -> None:
         if self._connected_once:
@@ -112,7 +114,7 @@ def open_stream(config: SourceConfig, start: Position) -> Any:
     position: dict[str, Any] = {"log_file": start.log_file, "log_pos": start.log_pos}
     if config.is_mariadb and start.gtid:
         position = {"auto_position": start.gtid, "is_mariadb": True}
-    return _OwnedReconnectStream(
+    stream = _OwnedReconnectStream(
         connection_settings=settings,
         server_id=config.server_id,
         blocking=True,
@@ -132,6 +134,8 @@ def open_stream(config: SourceConfig, start: Position) -> Any:
         pymysql_wrapper=connect_quietly,
         **position,
     )
+    stream.cache_table_maps = config.row_decoder == "specialized"  # "library": all theirs
+    return stream
 
 
 class GtidState:
