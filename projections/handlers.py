@@ -108,7 +108,7 @@ class Workspace:
     def tickets_linked(self, key: LinkKey) -> set[int]:
         """Tickets whose state refers to ``key`` as of now."""
         candidates = self.linked_ids | set(self.current)
-        return {t for t in candidates if (s := self.peek(t)) is not None and key in s.links()}
+        return {t for t in candidates if (s := self.peek(t)) is not None and s.links_to(key)}
 
 
 def ticket_ids_of(change: RowChange) -> list[int]:

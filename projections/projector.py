@@ -147,17 +147,23 @@ def _collect_refs(ws: Workspace, ops: StoreOps) -> None:
 
 
 def _collect_tickets(ws: Workspace, ops: StoreOps, position: str) -> None:
-    for ticket_id in ws.loaded_ids():
+    changed_refs = ws.changed_refs
+    for ticket_id, old in ws.original.items():
+        if ticket_id in ws.current or old is None:
+            continue
+        # Loaded, untouched (a fan-out candidate): only a renamed reference rebuilds it.
+        if changed_refs and not old.links().isdisjoint(changed_refs):
+            _put_document(ticket_id, old, ws.refs, ops, position)
+    for ticket_id, new in ws.current.items():
         old = ws.original.get(ticket_id)
-        new = ws.current.get(ticket_id, old)
         changed = new != old
+        new_links = new.links() if new else set()
         if changed:
             _put_state(ticket_id, new, ops)
             _diff_index(ticket_id, old, new, ops)
-        old_links = old.links() if old else set()
-        new_links = new.links() if new else set()
-        _diff(ticket_id, old_links, new_links, ops.links_added, ops.links_removed)
-        if changed or ticket_id in ws.forced or not new_links.isdisjoint(ws.changed_refs):
+            old_links = old.links() if old else set()
+            _diff(ticket_id, old_links, new_links, ops.links_added, ops.links_removed)
+        if changed or ticket_id in ws.forced or not new_links.isdisjoint(changed_refs):
             _put_document(ticket_id, new, ws.refs, ops, position)
 
 

@@ -19,6 +19,7 @@ TAG = "tag"
 REF_KINDS = (DEPARTMENT, STATUS, USER, TAG)
 
 LinkKey = tuple[str, int]
+_LINK_COLUMNS = {DEPARTMENT: "department_id", STATUS: "status_id"}
 IndexKey = tuple[str, int]
 USER_EMAIL = "user-email"
 TAG_NAME = "tag-name"
@@ -90,6 +91,18 @@ class TicketState:
             if self.row["assignee_id"] is not None:
                 keys.add((USER, self.row["assignee_id"]))
         return keys
+
+    def links_to(self, key: LinkKey) -> bool:
+        """``key in self.links()``, without building the set."""
+        kind, ref_id = key
+        if kind == TAG:
+            return ref_id in self.tag_ids
+        row = self.row
+        if row is None:
+            return False
+        if kind == USER:
+            return ref_id in (row["requester_id"], row["assignee_id"])
+        return bool(row[_LINK_COLUMNS[kind]] == ref_id)
 
     def index_keys(self) -> set[IndexKey]:
         """The read API's filter indexes this ticket belongs to (live tickets only)."""
