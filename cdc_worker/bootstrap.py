@@ -92,6 +92,7 @@ def source_config(settings: Settings, info: ServerInfo) -> SourceConfig:
         stall_timeout_s=settings.stall_timeout_s,
         batch_max_rows=settings.batch_max_rows,
         row_decoder=settings.row_decoder,
+        reader_mode=settings.binlog_reader,
         is_mariadb=info.is_mariadb,
         tls=mysql_tls(settings),
     )

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         le=1_000_000,
         description="Linked tickets rebuilt per atomic step of a fan-out (bounds memory).",
     )
+    binlog_reader: Literal["process", "thread"] = Field(
+        default="process",
+        description="process: read and decode the binlog in a child process, beside the "
+        "applier (uses a second core); thread: in the worker process.",
+    )
     row_decoder: Literal["specialized", "library"] = Field(
         default="specialized",
         description="Row decoding: code compiled per table map, or the library's generic decoder.",

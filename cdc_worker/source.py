@@ -69,6 +69,7 @@ class SourceConfig:
     is_mariadb: bool
     tls: dict[str, Any] | None = None
     row_decoder: str = "specialized"
+    reader_mode: str = "process"
 
 
 class _OwnedReconnectStream(BinLogStreamReader):  # type: ignore[misc]

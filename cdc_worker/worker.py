@@ -18,10 +18,11 @@ import redis
 import sqlalchemy.exc
 import structlog
 
-from cdc_worker.checkpoint import Checkpoint
+from cdc_worker.checkpoint import Checkpoint, Position
 from cdc_worker.errors import CheckpointLost, StreamInterrupted
 from cdc_worker.metrics import WorkerMetrics
 from cdc_worker.pipeline import apply_changes
+from cdc_worker.reader_process import ProcessReader
 from cdc_worker.redis_store import RedisStore
 from cdc_worker.reporting import record_dead_letters
 from cdc_worker.resyncer import FullResync, Resyncer
@@ -60,11 +61,18 @@ class ResyncNeeded(Exception):
     """Raised inside a session when only a full snapshot can make the read model right."""
 
 
+def open_reader(config: SourceConfig, start: Position) -> BinlogReader | ProcessReader:
+    """The binlog reader of one session, in a child process or on a thread."""
+    if config.reader_mode == "process":
+        return ProcessReader(config, start)
+    return BinlogReader(config, start)
+
+
 @dataclass
 class Session:
     """What one streaming session holds: the reader, the checkpoint, the references."""
 
-    reader: BinlogReader
+    reader: BinlogReader | ProcessReader
     checkpoint: Checkpoint
     refs: Refs
     pending: Checkpoint | None = None
@@ -149,7 +157,7 @@ class Worker:
             refs = self.store.load_refs(checkpoint.generation)
         structlog.contextvars.bind_contextvars(position=str(checkpoint.position))
         self.log.info("streaming", generation=checkpoint.generation)
-        reader = BinlogReader(self.source, checkpoint.position)
+        reader = open_reader(self.source, checkpoint.position)
         self._events_counted, self._decoded_counted = 0, {}
         reader.start()
         try:

@@ -1,0 +1,163 @@
+"""The binlog reader in a child process, so decoding and applying use both cores.
+
+Reading and decoding (the library's protocol work plus our row decoder) and applying
+(projection and Redis writes) each cost tens of microseconds per row change and both hold the
+GIL: in one process they take turns. Here a forked child runs the ``BinlogReader`` and hands
+whole batches of chunks over a bounded queue as plain tuples (cheaper to pickle than the
+dataclasses); the parent rebuilds them. The interface is the ``BinlogReader``'s, so the worker
+loop is the same in both modes.
+
+The child dies with the thread that started it (PR_SET_PDEATHSIG), also checks that its parent
+is alive while it waits on a full queue, and is killed when the session ends. It never
+reconnects either: its errors (StreamInterrupted, CheckpointLost...) reach the parent in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from cdc_worker.checkpoint import Position
+from cdc_worker.source import BinlogReader, Chunk, SourceConfig
+from projections.changes import RowChange
+
+TICK_S = 0.25  # the child reports its counters at least this often, events or not
+QUEUE_MAX_MESSAGES = 2  # each holds up to about batch_max_rows row changes
+PR_SET_PDEATHSIG = 1
+Stats = tuple[int, float, dict[str, int]]
+
+
+@dataclass
+class DecoderCounts:
+    """The child's row decoder counters, as last reported."""
+
+    rows_by_decoder: dict[str, int] = field(default_factory=dict)
+
+
+class ProcessReader:
+    """A ``BinlogReader`` running in a child process; same methods, same guarantees."""
+
+    def __init__(self, config: SourceConfig, start: Position) -> None:
+        context = multiprocessing.get_context("fork")
+        self._queue: Any = context.Queue(maxsize=QUEUE_MAX_MESSAGES)
+        self._process = context.Process(
+            target=_child_main,
+            args=(config, start, self._queue, os.getpid()),
+            name="binlog-reader",
+            daemon=True,
+        )
+        self.events_seen = 0
+        self.last_event_monotonic = time.monotonic()
+        self.decoder = DecoderCounts()
+
+    def start(self) -> None:
+        """Fork the reader."""
+        self._process.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Kill the reader (it holds nothing but a replication connection) and reap it."""
+        if self._process.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+            self._process.join(timeout_s)
+        self._queue.close()
+        self._queue.cancel_join_thread()
+
+    def seconds_since_last_event(self) -> float:
+        """Heartbeats count as events, as in the thread reader."""
+        return time.monotonic() - self.last_event_monotonic
+
+    def next_batch(self, max_rows: int, wait_s: float) -> list[Chunk]:
+        """The next batch the child read (it batches up to ``batch_max_rows``); waits
+        ``wait_s`` for one. ``max_rows`` is the child's concern, set from the same config."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                kind, payload, stats = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
+            except queue.Empty:
+                return []
+            self._note(stats)
+            if kind == "error":
+                raise payload
+            if kind == "chunks":
+                return [_chunk(flat) for flat in payload]
+
+    def _note(self, stats: Stats) -> None:
+        self.events_seen, self.last_event_monotonic, counts = stats
+        self.decoder.rows_by_decoder = counts
+
+
+def _child_main(config: SourceConfig, start: Position, out: Any, parent_pid: int) -> None:
+    _die_with_parent()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)  # the parent's handlers are not ours
+    reader = BinlogReader(config, start, queue_max_rows=config.batch_max_rows)
+    reader.start()
+    try:
+        _pump(reader, config.batch_max_rows, out, parent_pid)
+    finally:
+        reader.stop()
+
+
+def _pump(reader: BinlogReader, max_rows: int, out: Any, parent_pid: int) -> None:
+    last_sent = 0.0
+    while True:
+        try:
+            batch = reader.next_batch(max_rows, TICK_S)
+        except BaseException as exc:  # handed to the parent, which decides
+            _send(out, ("error", _portable(exc), _stats(reader)), parent_pid)
+            return
+        if batch or time.monotonic() - last_sent >= TICK_S:
+            payload = [_flat(chunk) for chunk in batch] if batch else None
+            _send(out, ("chunks" if batch else "tick", payload, _stats(reader)), parent_pid)
+            last_sent = time.monotonic()
+
+
+def _send(out: Any, message: tuple[str, Any, Stats], parent_pid: int) -> None:
+    while True:
+        try:
+            out.put(message, timeout=1.0)
+            return
+        except queue.Full:
+            if os.getppid() != parent_pid:
+                raise SystemExit(0) from None  # orphaned: nobody will read this
+
+
+def _stats(reader: BinlogReader) -> Stats:
+    return reader.events_seen, reader.last_event_monotonic, dict(reader.decoder.rows_by_decoder)
+
+
+def _flat(chunk: Chunk) -> tuple[Any, ...]:
+    changes = [
+        (c.table, c.op, c.before, c.after, c.position, c.foreign_key_checks) for c in chunk.changes
+    ]
+    return changes, chunk.commit, chunk.committed_at_s, chunk.ddl
+
+
+def _chunk(flat: tuple[Any, ...]) -> Chunk:
+    changes, commit, committed_at_s, ddl = flat
+    return Chunk([RowChange(*change) for change in changes], commit, committed_at_s, ddl)
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """The exception itself when it pickles, else one that says what it was."""
+    try:
+        pickle.loads(pickle.dumps(exc))  # noqa: S301 - our own bytes, a round trip
+    except Exception:  # any pickling failure
+        return RuntimeError(f"binlog reader failed: {exc!r}")
+    return exc
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when the thread that forked it ends."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
