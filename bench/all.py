@@ -201,6 +201,14 @@ def machine() -> dict[str, str]:
     }
 
 
+def code_version() -> str:
+    """The commit, and whether the worker's code differs from it: worker subprocesses load
+    the working tree when they start, so a scenario measures what is there then."""
+    commit = command_output(["git", "rev-parse", "--short", "HEAD"])
+    dirty = command_output(["git", "status", "--porcelain", "--", "cdc_worker", "projections"])
+    return f"{commit} + uncommitted changes" if dirty not in ("", "unknown") else commit
+
+
 def word_after(text: str, marker: str) -> str:
     """``mariadbd --version`` -> "10.11.6-MariaDB-..."; ``redis-server --version`` -> "v=7.0.15"."""
     words = text.split()
@@ -233,6 +241,7 @@ def run_all(mode: Mode, only: list[str], merge: bool) -> dict[str, Any]:
         results = saved
     for name in only:
         log(f"=== {name} ===")
+        results["meta"].setdefault("code", {})[name] = code_version()
         results[name] = guarded(partial(SCENARIOS[name], mode))
         results["meta"]["duration_s"] = time.monotonic() - started
         write_outputs(results)  # after each scenario: a late failure keeps the rest

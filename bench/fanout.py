@@ -1,9 +1,9 @@
 """Fan-out: a department holding N tickets is renamed; time from the rename's COMMIT until all
 its documents in the ``tickets`` hash show the new name, and the worker's peak RSS meanwhile.
 
-The worker applies a transaction's documents and its checkpoint in one MULTI/EXEC, so the
-clock stops when the checkpoint passes the rename; every document is then checked (untimed)
-and, should any still show the old name, the clock runs on until none does. Baselines, in
+The worker applies a large fan-out in atomic steps and moves its checkpoint with the last one,
+so the clock stops when the checkpoint passes the rename; every document is then checked
+(untimed) and, should any still show the old name, the clock runs on until none does. Baselines, in
 the same run: a plain SQL SELECT of those tickets joined with the department (what a naive
 re-read costs at least) and HSETs of N precomputed documents (what writing them costs).
 

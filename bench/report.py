@@ -88,6 +88,7 @@ def machine_section(meta: dict[str, Any]) -> str:
     rows = [[key, str(value)] for key, value in machine.items()]
     rows += [["mode", str(meta.get("mode"))], ["date (UTC)", str(meta.get("date"))]]
     rows += [["commit", str(meta.get("commit"))]]
+    rows += [[f"code for {name}", code] for name, code in meta.get("code", {}).items()]
     rows += [["whole run", f"{number(meta.get('duration_s', 0) / 60, 1)} min"]]
     return "## Machine and run\n\n" + table(["", ""], rows)
 
@@ -190,8 +191,9 @@ def fanout_section(f: dict[str, Any]) -> str:
     text = (
         f"A department holding {f['tickets']:,} tickets ({f['documents']:,} live documents) is "
         "renamed. The clock runs from the rename's COMMIT until the worker's checkpoint passes "
-        "it (documents and checkpoint are written in one MULTI/EXEC; every document is then "
-        "checked for the new name). Baselines in the same run: a plain `SELECT` of the "
+        "it (the worker writes a large fan-out in atomic steps and moves the checkpoint with "
+        "the last one; every document is then checked for the new name, and the clock would "
+        "run on while any is stale). Baselines in the same run: a plain `SELECT` of the "
         "tickets joined with the department, and pipelined HSETs of the same number of "
         f"precomputed documents. {f['repeats']} rename(s); seconds, median (min-max)."
     )
