@@ -46,6 +46,11 @@ def staging_documents(generation: int) -> str:
     return f"{generation_prefix(generation)}staging-tickets"
 
 
+def staged_writes(generation: int) -> str:
+    """Counter: snapshot chunks written into a generation; the swap checks none was lost."""
+    return f"{generation_prefix(generation)}staged-writes"
+
+
 def retired_documents(generation: int) -> str:
     """Hash: the previous read model, renamed away during a swap and unlinked at once."""
     return f"{generation_prefix(generation)}retired-tickets"

@@ -65,13 +65,14 @@ def apply_changes(
         scopes = _fan_out_scopes(plan.ticket_ids, linked | shadow_linked, step_tickets)
         last = len(scopes) == 1
         step = _Step(plan, linked, shadow, shadow_linked)
-        ops = step.apply(tx, changes, refs, scopes[0], checkpoint if last else None)
+        ops = step.apply(tx, changes, refs, scopes[0], checkpoint if last else None, last)
     step.reported = ops.dead_letters
     # Later steps only rebuild linked tickets: replaying the reference changes is enough.
     replay = [change for change in changes if change.table in REFERENCE_TABLES]
     for n, scope in enumerate(scopes[1:], start=2):
         with store.batch(expected) as tx:
-            done = step.apply(tx, replay, refs, scope, checkpoint if n == len(scopes) else None)
+            final = n == len(scopes)
+            done = step.apply(tx, replay, refs, scope, checkpoint if final else None, final)
         ops.dead_letters += done.dead_letters
     return ops
 
@@ -96,6 +97,10 @@ class _Step:
     shadow: Shadow | None
     shadow_linked: set[int]
     reported: list[DeadLetter] = field(default_factory=list)  # by earlier steps: not again
+    # References and lookups are written with the checkpoint, in the last step: stored
+    # references never run ahead of the checkpoint, so a replay after a crash between steps
+    # (or another worker taking over) never builds documents against references from later.
+    deferred: StoreOps = field(default_factory=StoreOps)
 
     def apply(
         self,
@@ -104,15 +109,29 @@ class _Step:
         refs: Refs,
         scope: frozenset[int] | None,
         checkpoint: Checkpoint | None,
+        final: bool,
     ) -> StoreOps:
         linked = self.linked if scope is None else self.linked & scope
         ids = self.plan.ticket_ids | linked if scope is None else scope
         in_scope = None if scope is None else scope.__contains__
         ops = project(changes, refs, tx.load_states(ids), linked, in_scope)
         ops.dead_letters = [d for d in ops.dead_letters if d not in self.reported]
+        self._defer_references(ops, final)
         shadow_ops = self._shadow(tx, changes, scope) if self.shadow else None
         tx.commit(ops, checkpoint, shadow_ops)
         return ops
+
+    def _defer_references(self, ops: StoreOps, final: bool) -> None:
+        names = ("refs_put", "refs_deleted", "lookups_put", "lookups_deleted")
+        for name in names:
+            held, fresh = getattr(self.deferred, name), getattr(ops, name)
+            if final:
+                for kind, entries in held.items():
+                    fresh.setdefault(kind, type(entries)()).update(entries)
+            else:
+                for kind, entries in fresh.items():
+                    held.setdefault(kind, type(entries)()).update(entries)
+                fresh.clear()
 
     def _shadow(
         self, tx: BatchTx, changes: Sequence[RowChange], scope: frozenset[int] | None

@@ -21,13 +21,19 @@ from projections.state import REF_KINDS, LinkKey, Refs, TicketState, decode_ref,
 READ_CHUNK = 5000
 
 # Swap the staged read model in and set the checkpoint, atomically. An empty staging hash
-# does not exist in Redis, so it means "no documents" rather than an error.
+# does not exist in Redis, so it means "no documents" rather than an error. Refused (0) when
+# the checkpoint moved, or (-1) when fewer staged writes arrived than the builder made: Redis
+# restarted or was flushed while it built (a restarted Redis also has no checkpoint).
 SWAP_SCRIPT = """
-local live, staging, retired, checkpoint = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local live, staging, retired, checkpoint, writes = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local current = redis.call('GET', checkpoint)
 if (current or '') ~= ARGV[2] then
   return 0
 end
+if ARGV[3] ~= '' and tonumber(redis.call('GET', writes) or '0') ~= tonumber(ARGV[3]) then
+  return -1
+end
+redis.call('DEL', writes)
 if redis.call('EXISTS', live) == 1 then
   redis.call('RENAME', live, retired)
   redis.call('UNLINK', retired)
@@ -97,28 +103,37 @@ class RedisStore:
             pipe.xadd(keys.DEAD_LETTERS, fields, maxlen=self.dead_letter_max_len, approximate=True)
 
     def write_staged(self, generation: int, ops: StoreOps) -> None:
-        """Write a snapshot chunk into a generation nobody reads yet (no MULTI needed)."""
+        """Write a snapshot chunk into a generation nobody reads yet (no MULTI needed); the
+        write counter comes last, so it counts only chunks whose writes all arrived."""
         pipe = self.client.pipeline(transaction=False)
         write_ops(pipe, generation, ops, keys.staging_documents(generation))
         self.write_dead_letters(pipe, ops)
+        pipe.incr(keys.staged_writes(generation))
         pipe.execute()
 
-    def swap_in(self, checkpoint: Checkpoint, expected: Checkpoint | None) -> None:
+    def swap_in(
+        self, checkpoint: Checkpoint, expected: Checkpoint | None, staged_writes: int | None = None
+    ) -> None:
         """Make a staged generation the live read model, with its checkpoint, atomically.
 
-        Refused (``FenceLost``) when the stored checkpoint is no longer ``expected``.
+        Refused (``FenceLost``) when the stored checkpoint is no longer ``expected``, or when
+        Redis holds fewer than ``staged_writes`` of the generation's ``write_staged`` calls.
         """
         generation = checkpoint.generation
         swapped = self.client.eval(
             SWAP_SCRIPT,
-            4,
+            5,
             keys.DOCUMENTS,
             keys.staging_documents(generation),
             keys.retired_documents(generation),
             keys.CHECKPOINT,
+            keys.staged_writes(generation),
             checkpoint.encode(),
             b"" if expected is None else expected.encode(),
+            "" if staged_writes is None else staged_writes,
         )
+        if swapped == -1:
+            raise FenceLost("Redis lost part of the snapshot while it was built")
         if not swapped:
             raise FenceLost("the checkpoint changed while the snapshot was built")
 

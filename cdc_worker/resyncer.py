@@ -18,7 +18,7 @@ import structlog
 from sqlalchemy import Engine
 
 from cdc_worker import keys
-from cdc_worker.checkpoint import Checkpoint
+from cdc_worker.checkpoint import Checkpoint, Position
 from cdc_worker.metrics import WorkerMetrics
 from cdc_worker.pipeline import Shadow
 from cdc_worker.redis_store import RedisStore
@@ -140,15 +140,20 @@ class Resyncer:
         with self.store.batch(checkpoint) as tx:
             tx.commit(StoreOps(), None, (generation, ops), job)
 
-    def repair(self, job: Job, refs: Refs, checkpoint: Checkpoint) -> None:
-        """Rebuild chosen tickets in the live read model from the database, now."""
-        started = time.time()
+    def repair(self, job: Job, refs: Refs, checkpoint: Checkpoint) -> dict[int, Position]:
+        """Rebuild chosen tickets in the live read model from the database, now.
+
+        Returns each repaired ticket's snapshot position: the stream's changes to it up to
+        there are already in the repair and must not be applied again (they are older).
+        """
+        started, repaired = time.time(), {}
         job = job.with_(state="running", started_at_s=started)
         ids = self._repair_ids(job, checkpoint)
         for start in range(0, len(ids), REPAIR_CHUNK):
             part = ids[start : start + REPAIR_CHUNK]
             with open_snapshot(self.engine) as snapshot:
                 changes = snapshot.read_tickets(part)
+                repaired.update(dict.fromkeys(part, snapshot.position))
             with self.store.batch(checkpoint) as tx:
                 ops = replace_tickets(changes, refs, tx.load_states(part), part)
                 job = job.with_(tickets_done=job.tickets_done + len(part), tickets_total=len(ids))
@@ -157,6 +162,7 @@ class Resyncer:
             self.metrics.resync_tickets.labels(kind=job.kind).inc(len(part))
         self._finish(job, "done")
         self.log.info("repair done", job=job.id, kind=job.kind, tickets=len(ids))
+        return repaired
 
     def _repair_ids(self, job: Job, checkpoint: Checkpoint) -> list[int]:
         if job.kind == "tickets":

@@ -36,6 +36,7 @@ class Snapshotter:
         self.store = store
         self.metrics = metrics
         self.chunk_rows = chunk_rows
+        self.staged_writes = 0
         self.log: Any = structlog.get_logger("cdc_worker.snapshot")
 
     def build(
@@ -43,7 +44,7 @@ class Snapshotter:
     ) -> tuple[Checkpoint, Refs] | None:
         """The new checkpoint and references, or None if asked to stop midway."""
         generation = self.store.new_generation(previous.generation if previous else 0)
-        started = time.monotonic()
+        started, self.staged_writes = time.monotonic(), 0
         self.log.info("snapshot started", reason=reason, generation=generation)
         try:
             with open_snapshot(self.engine) as snapshot:
@@ -60,8 +61,8 @@ class Snapshotter:
             return None
         checkpoint = Checkpoint(generation, position, time.time())
         try:
-            self.store.swap_in(checkpoint, previous)
-        except FenceLost:  # another builder won; ours is garbage
+            self.store.swap_in(checkpoint, previous, self.staged_writes)
+        except FenceLost:  # another builder won, or Redis lost writes: ours is garbage
             self.store.drop_generation(generation)
             raise
         if previous is not None:
@@ -80,6 +81,7 @@ class Snapshotter:
 
     def _write(self, generation: int, ops: StoreOps) -> None:
         self.store.write_staged(generation, ops)
+        self.staged_writes += 1
         record_dead_letters(ops, self.metrics, self.log)
 
     def _load_refs(self, snapshot: Snapshot, generation: int) -> Refs:

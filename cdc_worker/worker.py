@@ -10,7 +10,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pymysql
@@ -29,6 +29,8 @@ from cdc_worker.resyncer import FullResync, Resyncer
 from cdc_worker.snapshotter import Snapshotter
 from cdc_worker.source import BinlogReader, Chunk, SourceConfig
 from cdc_worker.store import FenceLost, ReadModelLost
+from projections.changes import RowChange
+from projections.handlers import ticket_ids_of
 from projections.state import Refs
 
 RECOVERABLE = (
@@ -78,6 +80,25 @@ class Session:
     pending: Checkpoint | None = None
     pending_since_s: float = 0.0
     resync: FullResync | None = None
+    # Tickets a targeted repair rewrote from a snapshot at a position not yet applied: the
+    # stream's changes to them up to that position are older than what Redis now holds.
+    repaired: dict[int, Position] = field(default_factory=dict)
+
+    def superseded(self, change: RowChange) -> bool:
+        """True for a change every ticket of which a repair already covers."""
+        ids = ticket_ids_of(change)
+        if not ids or not self.repaired:
+            return False
+        file, _, pos = change.position.rpartition(":")
+        at = (file, int(pos or 0))
+        return all(
+            (r := self.repaired.get(i)) is not None and at <= (r.log_file, r.log_pos) for i in ids
+        )
+
+    def forget_repairs_before(self, position: Position) -> None:
+        """Drop the repairs the applied stream has passed."""
+        at = (position.log_file, position.log_pos)
+        self.repaired = {i: r for i, r in self.repaired.items() if (r.log_file, r.log_pos) > at}
 
 
 class Worker:
@@ -183,6 +204,8 @@ class Worker:
     def _apply(self, session: Session, chunks: list[Chunk]) -> None:
         started = time.perf_counter()
         changes = [change for chunk in chunks for change in chunk.changes]
+        if session.repaired:
+            changes = [change for change in changes if not session.superseded(change)]
         commits = [chunk for chunk in chunks if chunk.commit is not None]
         new = session.checkpoint
         if commits:
@@ -215,6 +238,8 @@ class Worker:
         record_dead_letters(ops, self.metrics, self.log)
         if target is not None:
             session.checkpoint, session.pending = target, None
+            if session.repaired:
+                session.forget_repairs_before(target.position)
             session.pending_since_s = time.monotonic()
             structlog.contextvars.bind_contextvars(position=str(target.position))
 
@@ -259,7 +284,7 @@ class Worker:
         if job.kind == "full":
             session.resync = self.resyncer.start_full(job, session.checkpoint)
         else:
-            self.resyncer.repair(job, session.refs, session.checkpoint)
+            session.repaired.update(self.resyncer.repair(job, session.refs, session.checkpoint))
 
     def _resync_step(self, session: Session, run: FullResync) -> None:
         if not self.resyncer.step(run, session.checkpoint):

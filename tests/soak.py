@@ -50,7 +50,11 @@ def main() -> None:
                 writer.stop.set()
                 writer.join(60)
             chaos.current_fault = "catching up after the round"
-            chaos.settle()  # raises with the differences on any mismatch
+            try:
+                chaos.settle()  # raises with the differences on any mismatch
+            except AssertionError as exc:
+                totals["mismatches"] = count_differences(str(exc))
+                raise
             totals["transactions"] += writer.committed
             print(f"round {rounds}: {writer.committed} transactions, 0 mismatches", flush=True)
     finally:
@@ -58,6 +62,13 @@ def main() -> None:
         chaos.stop_worker()
         mariadb.stop()
         redis_server.stop()
+
+
+def count_differences(message: str) -> int:
+    """The number of differences ``wait_synced`` reported (it lists the first ones)."""
+    listed = [line for line in message.splitlines()[1:] if not line.startswith("... and ")]
+    more = [line for line in message.splitlines() if line.startswith("... and ")]
+    return len(listed) + sum(int(line.split()[2]) for line in more)
 
 
 def report(chaos: Chaos, totals: Counter[str], rounds: int, seconds: float) -> None:
@@ -71,7 +82,7 @@ def report(chaos: Chaos, totals: Counter[str], rounds: int, seconds: float) -> N
         print(f"{'':2}{count:>8}  fault: {name}")
     for name, count in sorted(chaos.recoveries().items()):
         print(f"{'':2}{count:>8}  {name}")
-    print(f"{'':2}{0:>8}  mismatched documents (a mismatch stops the soak)")
+    print(f"{'':2}{totals['mismatches']:>8}  mismatched documents (a mismatch stops the soak)")
     print(f"{'':2}{chaos.peak_worker_rss_mb:>8.0f}  peak worker RSS, MB")
     for name, rss_mb in sorted(chaos.peak_rss_by_fault_mb.items(), key=lambda kv: -kv[1]):
         print(f"{'':2}{rss_mb:>8.0f}  peak worker RSS (MB) while or after: {name}")

@@ -10,10 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from cdc_worker import keys
+from cdc_worker.bootstrap import bootstrap, inspect_source
 from cdc_worker.loadgen import run_workload
 from cdc_worker.localservers import MariaDBServer, RedisServer
 from cdc_worker.models import Base
 from cdc_worker.seed import seed
+from cdc_worker.settings import load_settings
+from cdc_worker.store import FenceLost
+from projections.projector import StoreOps
 from tests.conftest import SourceDatabase
 from tests.harness import spawn_worker, wait_heartbeat, wait_synced, worker_env, worker_thread
 
@@ -176,3 +181,34 @@ def test_a_second_worker_on_the_same_redis_cannot_corrupt_the_read_model(
         for worker in (first, second):
             worker.send_signal(signal.SIGTERM)
             worker.wait(30)
+
+
+def test_a_redis_lost_midway_through_a_first_snapshot_is_never_swapped_in(
+    source_db: SourceDatabase, redis_url: str
+) -> None:
+    """Found by the soak: Redis restarted empty while a first snapshot was being built; the
+    builder's expected checkpoint (none) still matched, and it swapped in a model missing the
+    chunks written before the restart."""
+    seed(source_db.engine, 300)
+    settings = load_settings(
+        mysql_url=source_db.cdc_url, redis_url=redis_url, worker_http_port=0, snapshot_chunk_rows=50
+    )
+    app = bootstrap(settings, inspect_source(settings))
+    snapshotter = app.worker.snapshotter
+    write = snapshotter._write
+
+    def write_then_lose_redis(generation: int, ops: StoreOps) -> None:
+        write(generation, ops)
+        if snapshotter.staged_writes == 3:
+            app.redis_client.flushall()  # what a restart without persistence leaves
+
+    snapshotter._write = write_then_lose_redis  # type: ignore[method-assign]
+    try:
+        with pytest.raises(FenceLost, match="lost part of the snapshot"):
+            snapshotter.build(None, "test", threading.Event())
+        assert app.redis_client.get(keys.CHECKPOINT) is None
+        assert app.redis_client.hlen(keys.DOCUMENTS) == 0  # nothing partial became the read model
+    finally:
+        app.close()
+    with worker_thread(source_db.cdc_url, redis_url):
+        wait_synced(source_db.engine, redis_url)

@@ -388,6 +388,7 @@ def test_a_crash_between_fan_out_steps_replays_to_the_same_model(crash_at: int) 
     stepped.store = crashing
     with pytest.raises(ConnectionError):
         stepped.apply(*FAN_OUT_BATCH)  # the checkpoint did not move: the batch comes again
+    assert 1 in crashing.refs["tag"]  # stored references never run ahead of the checkpoint
     stepped.refs = crashing.load_refs(0)  # the worker reloads its references after a failure
     stepped.apply(*FAN_OUT_BATCH)
     assert _model(stepped)[:5] == _model(whole)[:5]
