@@ -153,7 +153,7 @@ def step_up(bench: Bench, seconds: float) -> tuple[list[Phase], float, str]:
     if not failed:
         return steps, best, f"nothing up to {MAX_STEP_PER_S:,}/s"
     kept = failed[0].achieved_per_s >= SUSTAINED_RATE_SHARE * failed[0].target_per_s
-    return steps, best, "the worker" if kept else "the writer (one connection)"
+    return steps, best, "the worker" if kept else "the writer"
 
 
 def compare(bench: Bench, rate: float, seconds: float, repeats: int) -> dict[str, Any]:

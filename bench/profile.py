@@ -9,6 +9,7 @@ shares below are shares of CPU time, per function (self) and per package (self, 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import signal
@@ -21,6 +22,7 @@ from typing import Any
 SAMPLE_RATE_HZ = 200
 STOP_TIMEOUT_S = 60
 TOP_FUNCTIONS = 12
+PASS_THROUGH = 0.97
 # Package of a frame, by the first path fragment that matches; order matters.
 PACKAGES = (
     ("pymysqlreplication", "pymysqlreplication (binlog decoding)"),
@@ -54,6 +56,7 @@ def start_recording(pid: int, out: Path) -> subprocess.Popen[bytes]:
     out.parent.mkdir(parents=True, exist_ok=True)
     command = [py_spy(), "record", "--pid", str(pid), "--rate", str(SAMPLE_RATE_HZ)]
     command += ["--format", "speedscope", "--output", str(out), "--nonblocking"]
+    command += ["--subprocesses"]  # the worker's binlog reader may run in a child process
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -67,13 +70,14 @@ def stop_recording(recorder: subprocess.Popen[bytes]) -> None:
         recorder.wait()
 
 
-def load_samples(path: Path) -> tuple[list[dict[str, Any]], list[tuple[list[int], float]]]:
-    """The frames and every (stack, weight) sample of every thread in a speedscope file."""
+def load_samples(path: Path) -> tuple[list[dict[str, Any]], list[tuple[list[int], float, int]]]:
+    """The frames, and every (stack, weight, thread number) sample in a speedscope file."""
     data = json.loads(path.read_text())
     frames: list[dict[str, Any]] = data["shared"]["frames"]
     samples = []
-    for profile in data["profiles"]:
-        samples += list(zip(profile["samples"], profile["weights"], strict=True))
+    for thread, profile in enumerate(data["profiles"]):
+        for stack, weight in zip(profile["samples"], profile["weights"], strict=True):
+            samples.append((stack, weight, thread))
     return frames, samples
 
 
@@ -87,45 +91,56 @@ def package_of(frame: dict[str, Any]) -> str:
 
 
 def frame_label(frame: dict[str, Any]) -> str:
-    """``function (file:line)`` with the path shortened to its last two parts."""
+    """``function (file)`` with the path shortened to its last two parts: a function's lines
+    count together."""
     short = "/".join(Path(str(frame.get("file", "?"))).parts[-2:])
-    return f"{frame['name']} ({short}:{frame.get('line', 0)})"
+    return f"{frame['name']} ({short})"
 
 
 def summarize(path: Path, top: int = TOP_FUNCTIONS) -> dict[str, Any]:
     """Self-time shares per function and per package, total-time shares per function."""
     frames, samples = load_samples(path)
-    total = sum(weight for _, weight in samples) or 1.0
-    own: dict[int, float] = defaultdict(float)
-    inclusive: dict[int, float] = defaultdict(float)
-    for stack, weight in samples:
-        if stack:
-            own[stack[-1]] += weight  # speedscope stacks run root first, leaf last
-        for index in set(stack):
-            inclusive[index] += weight
+    labels = [frame_label(frame) for frame in frames]
+    total = sum(weight for _, weight, _ in samples) or 1.0
+    own: dict[str, float] = defaultdict(float)
+    inclusive: dict[str, float] = defaultdict(float)
     packages: dict[str, float] = defaultdict(float)
-    for index, weight in own.items():
-        packages[package_of(frames[index])] += weight
-    # Thread entry points and the CLI's frames hold every sample: they say nothing.
-    telling = [i for i in most_common(inclusive) if not _is_scaffolding(frames[i])]
+    callees: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for stack, weight, _ in samples:
+        if stack:  # speedscope stacks run root first, leaf last
+            own[labels[stack[-1]]] += weight
+            packages[package_of(frames[stack[-1]])] += weight
+        for label in {labels[i] for i in stack}:
+            inclusive[label] += weight
+        for caller, callee in {(labels[a], labels[b]) for a, b in itertools.pairwise(stack)}:
+            callees[caller][callee] += weight
+    stdlib = stdlib_labels(frames)
+    # A frame that hands (nearly) all its time to one callee, like a thread's entry points,
+    # says nothing about where the time goes; neither do the standard library's frames.
+    telling = [
+        label
+        for label in most_common(inclusive)
+        if label not in stdlib
+        and max(callees[label].values(), default=0.0) < PASS_THROUGH * inclusive[label]
+    ]
     return {
         "file": path.name,
         "samples": len(samples),
         "threads": thread_shares(path),
-        "self": [(frame_label(frames[i]), own[i] / total) for i in most_common(own)[:top]],
-        "total": [(frame_label(frames[i]), inclusive[i] / total) for i in telling[:top]],
+        "self": [(label, own[label] / total) for label in most_common(own)[:top]],
+        "total": [(label, inclusive[label] / total) for label in telling[:top]],
         "packages": [(name, packages[name] / total) for name in most_common(packages)],
     }
+
+
+def stdlib_labels(frames: list[dict[str, Any]]) -> set[str]:
+    """Labels of the standard library's and the event loop's frames."""
+    return {frame_label(f) for f in frames if package_of(f).startswith(("other", "asyncio"))}
 
 
 def most_common(weights: dict[Any, float]) -> list[Any]:
     """Keys by weight, heaviest first."""
     return sorted(weights, key=lambda key: -weights[key])
-
-
-def _is_scaffolding(frame: dict[str, Any]) -> bool:
-    where = str(frame.get("file", ""))
-    return package_of(frame).startswith("other") or where.endswith("cdc_worker/cli.py")
 
 
 def thread_shares(path: Path) -> list[tuple[str, float]]:
