@@ -27,8 +27,11 @@ def bars(ax: Axes, labels: list[str], summaries: list[dict[str, Any]], unit: str
     """Horizontal bars of medians with min-max whiskers, each labelled with its median."""
     medians = [s["median"] for s in summaries]
     ax.barh(labels, medians, xerr=error_bars(summaries), capsize=4, color="#4c72b0")
-    for y, value in enumerate(medians):
-        ax.annotate(f" {value:,.3g}", (value, y), va="center", fontsize=8)
+    for y, summary in enumerate(summaries):
+        value = summary["median"]
+        text = f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+        ax.annotate(f"  {text}", (summary["max"], y), va="center", fontsize=8)
+    ax.margins(x=0.15)
     ax.set_xlabel(unit)
     ax.invert_yaxis()
 
