@@ -41,6 +41,8 @@ from cdc_worker.loadgen import run_workload
 from cdc_worker.localservers import MariaDBServer, RedisServer
 from cdc_worker.seed import seed
 from cdc_worker.settings import Settings, load_settings
+from tests.harness import read_model
+from tests.oracle import diff_documents, expected_documents
 
 DECODERS = ("library", "specialized")
 BARE, NAIVE = "bare library decode loop", "naive projector"
@@ -60,6 +62,9 @@ class CatchupResult:
     rows_per_s: dict[str, dict[str, Any]]
     ratios: dict[str, float | None]
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    # After each worker run, the read model against an SQL computation of every document.
+    documents_checked: int = 0
+    differences: dict[str, int] = field(default_factory=dict)
     profile: dict[str, Any] | None = None
 
 
@@ -96,6 +101,7 @@ class Backlog:
     start: Checkpoint
     end: tuple[str, int]
     saved: dict[bytes, bytes]
+    expected: dict[str, dict[str, object]]
 
     def settings(self, decoder: str) -> Settings:
         return load_settings(
@@ -121,14 +127,23 @@ def make_backlog(mariadb: MariaDBServer, redis_url: str, transactions: int) -> B
     run_workload(engine, transactions, seed=1)
     log(f"catch-up: {transactions:,} transactions in {time.perf_counter() - started:.0f} s")
     end = master_position(mariadb.port)
+    expected = expected_documents(engine)
     engine.dispose()
     client.close()
-    return Backlog(mariadb, redis_url, start, end, saved)
+    return Backlog(mariadb, redis_url, start, end, saved, expected)
+
+
+def differences(backlog: Backlog, client: redis.Redis) -> int:
+    """How many lines the read model differs from the database by (0: equal)."""
+    found = diff_documents(backlog.expected, read_model(client))
+    for line in found[:5]:
+        log(f"catch-up: read model != database: {line}")
+    return len(found)
 
 
 def one_repeat(
     backlog: Backlog, index: int, naive_max_rows: int | None
-) -> tuple[int, dict[str, float]]:
+) -> tuple[int, dict[str, float], dict[str, int]]:
     """Every reader once over the backlog; the decoders' order alternates between repeats."""
     port, database = backlog.mariadb.port, backlog.mariadb.database
     rows, seconds = bare_decode(port, database, backlog.start)
@@ -138,13 +153,15 @@ def one_repeat(
     )
     rates[NAIVE] = rows_n / seconds_n
     client = redis.Redis.from_url(backlog.redis_url)
+    diffs = {}
     for decoder in DECODERS if index % 2 == 0 else DECODERS[::-1]:
         restore_redis(client, backlog.saved)
         # The same backlog: the bare loop's row count is the worker's too.
         rates[WORKER[decoder]] = rows / worker_catchup(backlog.settings(decoder), backlog.end)
+        diffs[WORKER[decoder]] = differences(backlog, client)
     client.close()
     log("catch-up repeat: " + ", ".join(f"{k} {v:,.0f} rows/s" for k, v in rates.items()))
-    return rows, rates
+    return rows, rates, diffs
 
 
 def subprocess_peak_rss(backlog: Backlog, decoder: str, work_dir: Path) -> float:
@@ -191,15 +208,17 @@ def measure(
     """The whole scenario on running servers; see the module docstring."""
     backlog = make_backlog(mariadb, redis_server.url, transactions)
     spreads: dict[str, Spread] = {name: Spread() for name in (BARE, NAIVE, *WORKER.values())}
-    rows = 0
+    rows, worst = 0, dict.fromkeys(WORKER.values(), 0)
     for index in range(repeats):
-        rows, rates = one_repeat(backlog, index, naive_max_rows)
+        rows, rates, diffs = one_repeat(backlog, index, naive_max_rows)
         for name, rate in rates.items():
             spreads[name].add(rate)
+        worst = {name: max(worst[name], diffs[name]) for name in worst}
     summaries = {name: spread.summary() for name, spread in spreads.items()}
     result = CatchupResult(
         transactions, rows, naive_max_rows, repeats, summaries, catchup_ratios(summaries)
     )
+    result.documents_checked, result.differences = len(backlog.expected), worst
     work_dir = redis_server.base_dir
     for decoder in DECODERS:
         result.peak_rss_mb[WORKER[decoder]] = subprocess_peak_rss(backlog, decoder, work_dir)

@@ -118,9 +118,14 @@ def catchup_section(c: dict[str, Any]) -> str:
         f"specialized / library decoder: {times(c['ratios'].get('specialized / library decoder'))}"
     )
     header = ["reader", "rows/s", "÷ bare loop", "÷ naive projector"]
-    return "\n\n".join(
-        ["## Catch-up", text, table(header, rows), ratio_line, "![catch-up](bench/catchup.png)"]
-    )
+    parts = ["## Catch-up", text, table(header, rows), ratio_line]
+    if c.get("documents_checked"):
+        found = ", ".join(f"{name}: {n}" for name, n in c.get("differences", {}).items())
+        parts.append(
+            f"Read model checked against an SQL computation of all {c['documents_checked']:,} "
+            f"documents after every worker run; differing lines (worst repeat): {found}."
+        )
+    return "\n\n".join([*parts, "![catch-up](bench/catchup.png)"])
 
 
 def ratio_of(top: dict[str, Any], bottom: dict[str, Any]) -> float | None:

@@ -114,5 +114,6 @@ def bootstrap(settings: Settings, info: ServerInfo) -> App:
         metrics,
         settings.reconnect_backoff_max_s,
         settings.fan_out_step_tickets,
+        settings.state_cache_tickets,
     )
     return App(settings, client, engine, metrics, worker)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cdc_worker.checkpoint import Checkpoint
+from cdc_worker.state_cache import StateCache
 from cdc_worker.store import BatchTx, ReadModelStore
 from projections.changes import REFERENCE_TABLES, RowChange
 from projections.projector import DeadLetter, ReadPlan, StoreOps, plan_reads, project
@@ -47,13 +48,15 @@ def apply_changes(
     checkpoint: Checkpoint | None,
     shadow: Shadow | None = None,
     step_tickets: int = FAN_OUT_STEP_TICKETS,
+    cache: StateCache | None = None,
 ) -> StoreOps:
     """Apply a run of changes (whole transactions, or part of one) and the new checkpoint.
 
     A fixed number of reads (link sets, ticket states) and one atomic, fenced write per step;
     one step unless the changes fan out to more than ``step_tickets`` linked tickets. ``refs``
-    is updated in place: reload it if this raises. Returns the first step's operations, with
-    the dead letters of all steps.
+    is updated in place: reload it if this raises. ``cache`` (the live generation's ticket
+    states) serves the state reads it holds and learns every committed state. Returns the
+    first step's operations, with the dead letters of all steps.
     """
     plan = plan_reads(changes)
     shadow = shadow if shadow is not None and shadow.refs_done else None
@@ -64,7 +67,7 @@ def apply_changes(
             shadow_linked = tx.linked_ids(plan.link_keys, shadow.generation)
         scopes = _fan_out_scopes(plan.ticket_ids, linked | shadow_linked, step_tickets)
         last = len(scopes) == 1
-        step = _Step(plan, linked, shadow, shadow_linked)
+        step = _Step(plan, linked, shadow, shadow_linked, cache)
         ops = step.apply(tx, changes, refs, scopes[0], checkpoint if last else None, last)
     step.reported = ops.dead_letters
     # Later steps only rebuild linked tickets: replaying the reference changes is enough.
@@ -96,6 +99,7 @@ class _Step:
     linked: set[int]
     shadow: Shadow | None
     shadow_linked: set[int]
+    cache: StateCache | None = None
     reported: list[DeadLetter] = field(default_factory=list)  # by earlier steps: not again
     # References and lookups are written with the checkpoint, in the last step: stored
     # references never run ahead of the checkpoint, so a replay after a crash between steps
@@ -114,11 +118,14 @@ class _Step:
         linked = self.linked if scope is None else self.linked & scope
         ids = self.plan.ticket_ids | linked if scope is None else scope
         in_scope = None if scope is None else scope.__contains__
-        ops = project(changes, refs, tx.load_states(ids), linked, in_scope)
+        states = self.cache.load(tx, ids) if self.cache is not None else tx.load_states(ids)
+        ops = project(changes, refs, states, linked, in_scope)
         ops.dead_letters = [d for d in ops.dead_letters if d not in self.reported]
         self._defer_references(ops, final)
         shadow_ops = self._shadow(tx, changes, scope) if self.shadow else None
         tx.commit(ops, checkpoint, shadow_ops)
+        if self.cache is not None:
+            self.cache.committed(ops.states)
         return ops
 
     def _defer_references(self, ops: StoreOps, final: bool) -> None:

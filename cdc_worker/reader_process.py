@@ -27,7 +27,7 @@ from typing import Any
 
 from cdc_worker.checkpoint import Position
 from cdc_worker.source import BinlogReader, Chunk, SourceConfig
-from projections.changes import RowChange
+from projections.changes import Op, RowChange
 
 TICK_S = 0.25  # the child reports its counters at least this often, events or not
 QUEUE_MAX_MESSAGES = 2  # each holds up to about batch_max_rows row changes
@@ -136,15 +136,25 @@ def _stats(reader: BinlogReader) -> Stats:
 
 
 def _flat(chunk: Chunk) -> tuple[Any, ...]:
+    """Builtins only: a dataclass or an enum costs a function call each way to pickle."""
     changes = [
-        (c.table, c.op, c.before, c.after, c.position, c.foreign_key_checks) for c in chunk.changes
+        (c.table, c.op.value, c.before, c.after, c.position, c.foreign_key_checks)
+        for c in chunk.changes
     ]
-    return changes, chunk.commit, chunk.committed_at_s, chunk.ddl
+    commit = chunk.commit
+    position = None if commit is None else (commit.log_file, commit.log_pos, commit.gtid)
+    return changes, position, chunk.committed_at_s, chunk.ddl
+
+
+_OPS = {op.value: op for op in Op}
 
 
 def _chunk(flat: tuple[Any, ...]) -> Chunk:
-    changes, commit, committed_at_s, ddl = flat
-    return Chunk([RowChange(*change) for change in changes], commit, committed_at_s, ddl)
+    changes, position, committed_at_s, ddl = flat
+    ops, new = _OPS, RowChange
+    rebuilt = [new(t, ops[o], b, a, p, f) for t, o, b, a, p, f in changes]
+    commit = None if position is None else Position(*position)
+    return Chunk(rebuilt, commit, committed_at_s, ddl)
 
 
 def _portable(exc: BaseException) -> BaseException:

@@ -328,11 +328,12 @@ def _datetime2(buf: bytes, pos: int, fsp: int) -> datetime.datetime | None:
     micro = _fsp_micro(buf, pos + 5, fsp)
     year_month = packed >> 22 & 0x1FFFF
     fields = (packed >> 17 & 31, packed >> 12 & 31, packed >> 6 & 63, packed & 63)
-    try:
-        moment = datetime.datetime(year_month // 13, year_month % 13, *fields)
+    if micro > 999_999:  # the library's .replace(microsecond=...) raises: so do we
+        raise ValueError(f"fractional seconds out of range: {micro}")
+    try:  # the library: .replace(microsecond=micro) when micro > 0; one object fewer here
+        return datetime.datetime(year_month // 13, year_month % 13, *fields, max(micro, 0))
     except ValueError:  # zero or invalid dates read as None
         return None
-    return moment.replace(microsecond=micro) if micro > 0 else moment
 
 
 def _timestamp2(buf: bytes, pos: int, fsp: int) -> datetime.datetime:

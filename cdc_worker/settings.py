@@ -10,6 +10,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from cdc_worker.errors import ConfigurationError
+from cdc_worker.state_cache import STATE_CACHE_TICKETS
 
 ENV_PREFIX = "CDC_"
 
@@ -48,6 +49,13 @@ class Settings(BaseSettings):
         ge=1,
         le=1_000_000,
         description="Linked tickets rebuilt per atomic step of a fan-out (bounds memory).",
+    )
+    state_cache_tickets: int = Field(
+        default=STATE_CACHE_TICKETS,
+        ge=0,
+        le=10_000_000,
+        description="Ticket states the worker keeps in memory between batches (about 2 KB "
+        "each), so a batch reads from Redis only the others; 0: none.",
     )
     binlog_reader: Literal["process", "thread"] = Field(
         default="process",

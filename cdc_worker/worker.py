@@ -28,6 +28,7 @@ from cdc_worker.reporting import record_dead_letters
 from cdc_worker.resyncer import FullResync, Resyncer
 from cdc_worker.snapshotter import Snapshotter
 from cdc_worker.source import BinlogReader, Chunk, SourceConfig
+from cdc_worker.state_cache import STATE_CACHE_TICKETS, StateCache
 from cdc_worker.store import FenceLost, ReadModelLost
 from projections.changes import RowChange
 from projections.handlers import ticket_ids_of
@@ -80,6 +81,7 @@ class Session:
     pending: Checkpoint | None = None
     pending_since_s: float = 0.0
     resync: FullResync | None = None
+    cache: StateCache = field(default_factory=lambda: StateCache(0))
     # Tickets a targeted repair rewrote from a snapshot at a position not yet applied: the
     # stream's changes to them up to that position are older than what Redis now holds.
     repaired: dict[int, Position] = field(default_factory=dict)
@@ -113,9 +115,11 @@ class Worker:
         metrics: WorkerMetrics,
         backoff_max_s: float,
         fan_out_step_tickets: int = 2000,
+        state_cache_tickets: int = STATE_CACHE_TICKETS,
     ) -> None:
         self.store = store
         self.fan_out_step_tickets = fan_out_step_tickets
+        self.state_cache_tickets = state_cache_tickets
         self.snapshotter = snapshotter
         self.resyncer = resyncer
         self.source = source
@@ -182,7 +186,9 @@ class Worker:
         self._events_counted, self._decoded_counted = 0, {}
         reader.start()
         try:
-            self._stream(Session(reader, checkpoint, refs, resync=self.resyncer.resume(checkpoint)))
+            resync = self.resyncer.resume(checkpoint)
+            cache = StateCache(self.state_cache_tickets)
+            self._stream(Session(reader, checkpoint, refs, resync=resync, cache=cache))
         except ResyncNeeded as exc:
             self.log.warning("full resync needed", reason=str(exc))
             self.resync_reason = "ddl"
@@ -234,6 +240,7 @@ class Worker:
             target,
             shadow,
             self.fan_out_step_tickets,
+            session.cache,
         )
         record_dead_letters(ops, self.metrics, self.log)
         if target is not None:
@@ -284,7 +291,9 @@ class Worker:
         if job.kind == "full":
             session.resync = self.resyncer.start_full(job, session.checkpoint)
         else:
-            session.repaired.update(self.resyncer.repair(job, session.refs, session.checkpoint))
+            repaired = self.resyncer.repair(job, session.refs, session.checkpoint)
+            session.cache.forget(repaired)
+            session.repaired.update(repaired)
 
     def _resync_step(self, session: Session, run: FullResync) -> None:
         if not self.resyncer.step(run, session.checkpoint):
@@ -292,6 +301,7 @@ class Worker:
         self._flush_pending(session)
         session.checkpoint = self.resyncer.finish_full(run, session.checkpoint)
         session.refs, session.resync = run.shadow.refs, None
+        session.cache.clear()  # a new live generation
 
     def _record(
         self, chunks: list[Chunk], changes: list[Any], commits: list[Chunk], elapsed_s: float

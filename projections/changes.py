@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 Row = Mapping[str, Any]
 
@@ -40,9 +39,8 @@ class Op(StrEnum):
     DELETE = "delete"
 
 
-@dataclass(frozen=True, slots=True)
-class RowChange:
-    """One row change.
+class RowChange(NamedTuple):
+    """One row change (a named tuple: a CDC stream builds and pickles millions of them).
 
     ``position`` is an opaque source position used to report bad rows.
     ``foreign_key_checks`` is False for rows written under FOREIGN_KEY_CHECKS=0, when InnoDB

@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from projections.state import Person, Refs, TicketState
+from projections.state import Person, Refs, Status, TicketState
 
 
 def build_document(state: TicketState, refs: Refs) -> tuple[dict[str, Any] | None, list[str]]:
@@ -19,20 +19,44 @@ def build_document(state: TicketState, refs: Refs) -> tuple[dict[str, Any] | Non
     if row is None or row["is_deleted"]:
         return None, []
     problems: list[str] = []
-    doc: dict[str, Any] = {
+    status_id, department_id = row["status_id"], row["department_id"]
+    requester_id, assignee_id = row["requester_id"], row["assignee_id"]
+    status = refs.statuses.get(status_id)
+    department = refs.departments.get(department_id)
+    requester = refs.users.get(requester_id)
+    assignee = None if assignee_id is None else refs.users.get(assignee_id)
+    if status is None or department is None or requester is None:
+        _missing(status_id, status, department_id, department, requester_id, requester, problems)
+    if assignee is None and assignee_id is not None:
+        problems.append(f"unknown assignee_id {assignee_id}")
+    attachments = [
+        {"id": i, "filename": a[0], "content_type": a[1], "size_bytes": a[2]}
+        for i, a in sorted(state.attachments.items())
+    ]
+    return {
         "id": state.id,
         "title": row["title"],
         "description": row["description"],
         "priority": row["priority"],
-    }
-    doc.update(_status_fields(row["status_id"], refs, problems))
-    doc.update(_department_fields(row["department_id"], refs, problems))
-    doc.update(_person_fields("requester", row["requester_id"], refs, problems))
-    doc.update(_person_fields("assignee", row["assignee_id"], refs, problems))
-    doc.update(_children_fields(state, refs, problems))
-    doc["created_at"] = row["created_at"]
-    doc["updated_at"] = row["updated_at"]
-    return doc, problems
+        "status_id": status_id,
+        "status_name": status.name if status else None,
+        "is_closed": status.is_closed if status else False,
+        "department_id": department_id,
+        "department_name": department,
+        "requester_id": requester_id,
+        "requester_email": requester.email if requester else None,
+        "requester_name": requester.full_name if requester else None,
+        "assignee_id": assignee_id,
+        "assignee_email": assignee.email if assignee else None,
+        "assignee_name": assignee.full_name if assignee else None,
+        "tags": _tag_names(state, refs, problems) if state.tag_ids else [],
+        "attachments": attachments,
+        "attachment_count": len(attachments),
+        "comment_count": len(state.comments),
+        "last_comment_at": max(state.comments.values(), default=None),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }, problems
 
 
 def encode_document(doc: dict[str, Any]) -> bytes:
@@ -40,54 +64,26 @@ def encode_document(doc: dict[str, Any]) -> bytes:
     return orjson.dumps(doc)
 
 
-def _status_fields(status_id: int, refs: Refs, problems: list[str]) -> dict[str, Any]:
-    status = refs.statuses.get(status_id)
+def _missing(
+    status_id: int,
+    status: Status | None,
+    department_id: int,
+    department: str | None,
+    requester_id: int,
+    requester: Person | None,
+    problems: list[str],
+) -> None:
     if status is None:
         problems.append(f"unknown status_id {status_id}")
-        return {"status_id": status_id, "status_name": None, "is_closed": False}
-    return {"status_id": status_id, "status_name": status.name, "is_closed": status.is_closed}
-
-
-def _department_fields(department_id: int, refs: Refs, problems: list[str]) -> dict[str, Any]:
-    name = refs.departments.get(department_id)
-    if name is None:
+    if department is None:
         problems.append(f"unknown department_id {department_id}")
-    return {"department_id": department_id, "department_name": name}
+    if requester is None:
+        problems.append(f"unknown requester_id {requester_id}")
 
 
-def _person_fields(
-    role: str, user_id: int | None, refs: Refs, problems: list[str]
-) -> dict[str, Any]:
-    person: Person | None = None
-    if user_id is not None:
-        person = refs.users.get(user_id)
-        if person is None:
-            problems.append(f"unknown {role}_id {user_id}")
-    return {
-        f"{role}_id": user_id,
-        f"{role}_email": person.email if person else None,
-        f"{role}_name": person.full_name if person else None,
-    }
-
-
-def _children_fields(state: TicketState, refs: Refs, problems: list[str]) -> dict[str, Any]:
-    tags = sorted(refs.tags[t] for t in state.tag_ids if t in refs.tags)
-    missing_tags = sorted(t for t in state.tag_ids if t not in refs.tags)
+def _tag_names(state: TicketState, refs: Refs, problems: list[str]) -> list[str]:
+    names = refs.tags
+    missing_tags = sorted(t for t in state.tag_ids if t not in names)
     if missing_tags:
         problems.append(f"unknown tag_id {missing_tags}")
-    attachments = [
-        {
-            "id": i,
-            "filename": a.filename,
-            "content_type": a.content_type,
-            "size_bytes": a.size_bytes,
-        }
-        for i, a in sorted(state.attachments.items())
-    ]
-    return {
-        "tags": tags,
-        "attachments": attachments,
-        "attachment_count": len(attachments),
-        "comment_count": len(state.comments),
-        "last_comment_at": max(state.comments.values(), default=None),
-    }
+    return sorted(names[t] for t in state.tag_ids if t in names)

@@ -107,8 +107,14 @@ class Workspace:
 
     def tickets_linked(self, key: LinkKey) -> set[int]:
         """Tickets whose state refers to ``key`` as of now."""
-        candidates = self.linked_ids | set(self.current)
-        return {t for t in candidates if (s := self.peek(t)) is not None and s.links_to(key)}
+        current, original = self.current, self.original
+        found = {
+            t
+            for t in self.linked_ids
+            if t not in current and (s := original.get(t)) is not None and s.links_to(key)
+        }
+        found.update(t for t, s in current.items() if s is not None and s.links_to(key))
+        return found
 
 
 def ticket_ids_of(change: RowChange) -> list[int]:

@@ -55,6 +55,9 @@ class StoreOps:
     lookups_put: dict[str, dict[str, int]] = field(default_factory=dict)
     lookups_deleted: dict[str, set[str]] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    # The states behind states_put and states_deleted (None), for a cache of what the store
+    # holds; never written as such.
+    states: dict[int, TicketState | None] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
         """True when the batch changes nothing in the store."""
@@ -156,22 +159,26 @@ def _collect_tickets(ws: Workspace, ops: StoreOps, position: str) -> None:
             _put_document(ticket_id, old, ws.refs, ops, position)
     for ticket_id, new in ws.current.items():
         old = ws.original.get(ticket_id)
-        changed = new != old
-        new_links = new.links() if new else set()
-        if changed:
+        if new != old:
             _put_state(ticket_id, new, ops)
             _diff_index(ticket_id, old, new, ops)
             old_links = old.links() if old else set()
+            new_links = new.links() if new else set()
             _diff(ticket_id, old_links, new_links, ops.links_added, ops.links_removed)
-        if changed or ticket_id in ws.forced or not new_links.isdisjoint(changed_refs):
-            _put_document(ticket_id, new, ws.refs, ops, position)
+        elif ticket_id not in ws.forced and not (
+            changed_refs and new and not changed_refs.isdisjoint(new.links())
+        ):
+            continue  # unchanged, and nothing it shows was renamed
+        _put_document(ticket_id, new, ws.refs, ops, position)
 
 
 def _put_state(ticket_id: int, state: TicketState | None, ops: StoreOps) -> None:
     if state is None or state.is_empty():
         ops.states_deleted.add(ticket_id)
+        ops.states[ticket_id] = None
     else:
         ops.states_put[ticket_id] = encode_state(state)
+        ops.states[ticket_id] = state
 
 
 def _diff_index(

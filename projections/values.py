@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
 
 class BadValue(ValueError):
     """Raised when a column value cannot be turned into what the read model needs."""
@@ -17,7 +15,7 @@ def format_ts(value: Any) -> str:
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
             value = value.astimezone(dt.UTC).replace(tzinfo=None)
-        return str(value.strftime(TIMESTAMP_FORMAT))
+        return str(value.isoformat(timespec="microseconds")) + "Z"  # strftime: 3x slower
     raise BadValue(f"expected a datetime, got {type(value).__name__}: {value!r:.40}")
 
 

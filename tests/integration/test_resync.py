@@ -217,6 +217,45 @@ def test_targeted_repair_never_writes_an_older_version_over_a_newer_one(
     assert regressions == []
 
 
+def test_changes_after_a_repair_build_on_the_repaired_state_not_an_older_one(
+    source_db: SourceDatabase, redis_url: str
+) -> None:
+    """The stream skips changes a repair already holds; the worker's in-memory ticket states
+    must then come from the repair too, or the skipped children are lost for good."""
+    seed(source_db.engine, 50, seed=4)
+    with worker_thread(source_db.cdc_url, redis_url) as app:
+        wait_synced(source_db.engine, redis_url)
+        client = app.redis_client
+        victim = int(sorted(client.hkeys(keys.DOCUMENTS))[0])
+        stop = threading.Event()
+
+        def write() -> None:
+            with source_db.engine.connect() as conn:
+                for n in itertools.count():
+                    if stop.is_set():
+                        return
+                    conn.execute(
+                        text(
+                            "INSERT INTO attachments (ticket_id, filename, content_type, "
+                            "size_bytes, created_at) VALUES (:i, :f, 'text/plain', 1, NOW(6))"
+                        ),
+                        {"i": victim, "f": f"a{n}.txt"},
+                    )
+                    conn.execute(
+                        text("UPDATE tickets SET title=:t WHERE id=:i"), {"t": f"v{n}", "i": victim}
+                    )
+                    conn.commit()
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        for _ in range(10):
+            wait_job(client, enqueue(client, new_job("tickets", (victim,))).id)
+        time.sleep(0.5)  # changes after the last repair, applied on its state
+        stop.set()
+        writer.join(30)
+        wait_synced(source_db.engine, redis_url)
+
+
 def test_a_department_repair_rebuilds_its_tickets(
     source_db: SourceDatabase, redis_url: str
 ) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from cdc_worker.checkpoint import Checkpoint, Position
 from cdc_worker.pipeline import apply_changes
+from cdc_worker.state_cache import StateCache
 from cdc_worker.store import MemoryStore
 from projections.changes import (
     ATTACHMENTS,
@@ -45,12 +46,16 @@ def key_only_before(change: RowChange) -> RowChange:
 class Harness:
     """A store plus in-memory references, applying batches like the worker does.
 
-    With ``key_only_before``, update before-images hold only what the source decodes.
+    With ``key_only_before``, update before-images hold only what the source decodes. With
+    ``cache_tickets``, ticket states come from a small ``StateCache`` where it holds them.
     """
 
-    def __init__(self, key_only_before: bool = False, step_tickets: int = 2_000) -> None:
+    def __init__(
+        self, key_only_before: bool = False, step_tickets: int = 2_000, cache_tickets: int = 0
+    ) -> None:
         self.key_only_before = key_only_before
         self.step_tickets = step_tickets
+        self.cache = StateCache(cache_tickets) if cache_tickets else None
         self.store = MemoryStore(checkpoint=Checkpoint(0, Position("mysql-bin.000001", 4)))
         self.refs = Refs()
         self.store_pos = 4
@@ -66,6 +71,7 @@ class Harness:
             self.store.checkpoint,
             checkpoint,
             step_tickets=self.step_tickets,
+            cache=self.cache,
         )
         self.store_pos += 1
 
@@ -74,9 +80,12 @@ class Harness:
         return None if raw is None else orjson.loads(raw)
 
 
-@pytest.fixture(params=["full before-images", "key-only before-images"])
+@pytest.fixture(
+    params=["full before-images", "key-only before-images", "key-only, 3 cached states"]
+)
 def world(request: pytest.FixtureRequest) -> Harness:
-    h = Harness(key_only_before=request.param.startswith("key-only"))
+    cached = 3 if "cached" in request.param else 0
+    h = Harness(key_only_before=request.param.startswith("key-only"), cache_tickets=cached)
     h.apply(
         insert(DEPARTMENTS, f.department(1, "Support")),
         insert(DEPARTMENTS, f.department(2, "Billing")),
