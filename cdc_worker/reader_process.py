@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import multiprocessing
 import os
 import pickle
@@ -96,6 +97,10 @@ class ProcessReader:
 
 
 def _child_main(config: SourceConfig, start: Position, out: Any, parent_pid: int) -> None:
+    # Everything inherited from the parent (its ticket-state cache, its references...) is
+    # dead weight here: frozen, the child's garbage collections never walk it (nor copy
+    # its pages by touching their reference counts).
+    gc.freeze()
     _die_with_parent()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)  # the parent's handlers are not ours
