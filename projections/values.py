@@ -15,7 +15,7 @@ def format_ts(value: Any) -> str:
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
             value = value.astimezone(dt.UTC).replace(tzinfo=None)
-        return str(value.isoformat(timespec="microseconds")) + "Z"  # strftime: 3x slower
+        return str(value.isoformat(timespec="microseconds")) + "Z"  # strftime: 2.5x slower
     raise BadValue(f"expected a datetime, got {type(value).__name__}: {value!r:.40}")
 
 
