@@ -155,7 +155,7 @@ def _collect_tickets(ws: Workspace, ops: StoreOps, position: str) -> None:
         if ticket_id in ws.current or old is None:
             continue
         # Loaded, untouched (a fan-out candidate): only a renamed reference rebuilds it.
-        if changed_refs and not old.links().isdisjoint(changed_refs):
+        if _shows_changed_ref(old, changed_refs):
             _put_document(ticket_id, old, ws.refs, ops, position)
     for ticket_id, new in ws.current.items():
         old = ws.original.get(ticket_id)
@@ -165,11 +165,14 @@ def _collect_tickets(ws: Workspace, ops: StoreOps, position: str) -> None:
             old_links = old.links() if old else set()
             new_links = new.links() if new else set()
             _diff(ticket_id, old_links, new_links, ops.links_added, ops.links_removed)
-        elif ticket_id not in ws.forced and not (
-            changed_refs and new and not changed_refs.isdisjoint(new.links())
-        ):
+        elif ticket_id not in ws.forced and not _shows_changed_ref(new, changed_refs):
             continue  # unchanged, and nothing it shows was renamed
         _put_document(ticket_id, new, ws.refs, ops, position)
+
+
+def _shows_changed_ref(state: TicketState | None, changed_refs: set[LinkKey]) -> bool:
+    """True when the ticket's document shows a reference the batch changed."""
+    return bool(changed_refs) and state is not None and not state.links().isdisjoint(changed_refs)
 
 
 def _put_state(ticket_id: int, state: TicketState | None, ops: StoreOps) -> None:
