@@ -14,6 +14,7 @@ copies a state before changing it. Bounded: the oldest entries go first.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from itertools import islice
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -75,14 +76,6 @@ class StateCache:
             cached.pop(ticket_id, None)  # re-inserted last: the newest
             cached[ticket_id] = state
         excess = len(cached) - self.max_tickets
-        if excess > 0:
-            for ticket_id in list(_first(cached, excess)):
+        if excess > 0:  # the oldest first: dicts keep insertion order
+            for ticket_id in list(islice(cached, excess)):
                 del cached[ticket_id]
-
-
-def _first(states: dict[int, TicketState | None], count: int) -> Iterable[int]:
-    """The ``count`` oldest ids (dicts keep insertion order)."""
-    for n, ticket_id in enumerate(states):
-        if n >= count:
-            return
-        yield ticket_id
