@@ -27,6 +27,15 @@ def test_an_invalid_value_names_the_variable_and_not_the_secret(
     assert "s3cr3t-pw" not in str(caught.value)
 
 
+@pytest.mark.parametrize("value", ["-1", "many", "10000001"])
+def test_a_bad_state_cache_bound_fails_fast_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("CDC_STATE_CACHE_TICKETS", value)
+    with pytest.raises(ConfigurationError, match="CDC_STATE_CACHE_TICKETS"):
+        load_settings()
+
+
 def test_masked_settings_hide_every_password() -> None:
     settings = load_settings(
         mysql_url="mysql+pymysql://cdc:pw-one@h:3306/helpdesk",
