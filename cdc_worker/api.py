@@ -19,6 +19,7 @@ from cdc_worker.admin_api import add_admin_routes
 from cdc_worker.api_metrics import ApiMetrics
 from cdc_worker.api_models import Problem, Readiness, TicketBatch, TicketDocument, TicketPage
 from cdc_worker.health import verdict
+from cdc_worker.pipelined_reads import PipelinedReader
 from cdc_worker.read_queries import (
     LIST_SCRIPT,
     MAX_TICKET_ID,
@@ -32,6 +33,7 @@ from cdc_worker.settings import Settings
 
 JSON = "application/json"
 TicketId = Annotated[int, Path(ge=1, le=MAX_TICKET_ID, description="Ticket id", examples=[1])]
+REDIS_TIMEOUT_S = 5
 NOT_READY = {"model": Problem, "description": "No read model yet, or Redis unreachable"}
 
 
@@ -49,10 +51,13 @@ def create_app(settings: Settings, client: aioredis.Redis | None = None) -> Fast
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = settings.redis_url.get_secret_value()
         app.state.redis = client or aioredis.Redis.from_url(
-            settings.redis_url.get_secret_value(), max_connections=64, socket_timeout=5
+            url, max_connections=64, socket_timeout=REDIS_TIMEOUT_S
         )
+        app.state.single_reads = PipelinedReader(url, REDIS_TIMEOUT_S)
         yield
+        await app.state.single_reads.close()
         if client is None:
             await app.state.redis.aclose()
 
@@ -177,7 +182,8 @@ def _add_ticket_routes(app: FastAPI, settings: Settings) -> None:
         summary="One ticket's document",
     )
     async def get_ticket(ticket_id: TicketId, request: Request) -> Response:
-        raw = await _redis(request).hget(keys.DOCUMENTS, str(ticket_id))
+        single_reads: PipelinedReader = request.app.state.single_reads
+        raw = await single_reads.hget(keys.DOCUMENTS, str(ticket_id))
         if raw is None:
             raise HTTPException(404, f"ticket {ticket_id} not found")
         return Response(raw, media_type=JSON)

@@ -84,6 +84,12 @@ class WorkerMetrics:
             buckets=SNAPSHOT_SECONDS_BUCKETS,
             registry=r,
         )
+        self.state_cache_reads = Counter(
+            "cdc_state_cache_reads_total",
+            "Ticket states a batch needed, served from the worker's memory (hit) or Redis (miss)",
+            ["result"],
+            registry=r,
+        )
         self.documents = Gauge(
             "cdc_read_model_documents", "Documents in the read model", registry=r
         )

@@ -132,6 +132,7 @@ class Worker:
         self._lag_s = 0.0
         self._events_counted = 0
         self._decoded_counted: dict[str, int] = {}
+        self._cache_counted = (0, 0)  # hits, misses already exported
         self.last_loop_s = time.monotonic()
 
     def request_stop(self) -> None:
@@ -183,7 +184,7 @@ class Worker:
         structlog.contextvars.bind_contextvars(position=str(checkpoint.position))
         self.log.info("streaming", generation=checkpoint.generation)
         reader = open_reader(self.source, checkpoint.position)
-        self._events_counted, self._decoded_counted = 0, {}
+        self._events_counted, self._decoded_counted, self._cache_counted = 0, {}, (0, 0)
         reader.start()
         try:
             resync = self.resyncer.resume(checkpoint)
@@ -269,6 +270,7 @@ class Worker:
             self._take_job(session)
         self._events_counted = session.reader.events_seen
         self._count_decoded(session.reader.decoder.rows_by_decoder)
+        self._count_cache(session.cache)
         now = time.monotonic()
         if now - self._last_heartbeat_s >= HEARTBEAT_EVERY_S:
             self._last_heartbeat_s = now
@@ -283,6 +285,12 @@ class Worker:
             counted = self._decoded_counted.get(decoder, 0)
             self.metrics.decoded_rows.labels(decoder=decoder).inc(total - counted)
             self._decoded_counted[decoder] = total
+
+    def _count_cache(self, cache: StateCache) -> None:
+        hits, misses = self._cache_counted
+        self.metrics.state_cache_reads.labels(result="hit").inc(cache.hits - hits)
+        self.metrics.state_cache_reads.labels(result="miss").inc(cache.misses - misses)
+        self._cache_counted = (cache.hits, cache.misses)
 
     def _take_job(self, session: Session) -> None:
         job = self.resyncer.next_job()

@@ -135,6 +135,9 @@ def test_every_worker_metric_is_served_and_moves_when_its_event_happens(
                     )
                 )
             wait_synced(source_db.engine, redis_url)
+            with source_db.engine.begin() as conn:  # the same tickets: states now in memory
+                conn.execute(text("UPDATE tickets SET title = 'again' ORDER BY id LIMIT 5"))
+            wait_synced(source_db.engine, redis_url)
             kill_dump_threads(mariadb.port)
             eventually(lambda: scrape(port).get("cdc_reconnects_total", 0) >= 1)
             eventually(lambda: scrape(port)["cdc_read_model_documents"] > 0)
@@ -142,6 +145,9 @@ def test_every_worker_metric_is_served_and_moves_when_its_event_happens(
             decoded = app.metrics.registry.get_sample_value
             assert (decoded("cdc_decoded_rows_total", {"decoder": "specialized"}) or 0) > 0
             assert decoded("cdc_decoded_rows_total", {"decoder": "library"}) is None
+            # the UPDATE of 5 tickets read their states: the snapshot's were not cached
+            assert (decoded("cdc_state_cache_reads_total", {"result": "miss"}) or 0) >= 5
+            assert (decoded("cdc_state_cache_reads_total", {"result": "hit"}) or 0) >= 5
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
                 assert r.status == 200
         finally:
@@ -156,6 +162,7 @@ def test_every_worker_metric_is_served_and_moves_when_its_event_happens(
         "cdc_apply_duration_seconds_count",
         "cdc_dead_letters_total",
         "cdc_reconnects_total",
+        "cdc_state_cache_reads_total",
     ]
     assert [m for m in moved if after.get(m, 0) <= before.get(m, 0)] == []
     assert after["cdc_snapshots_total"] == 1

@@ -98,7 +98,12 @@ def test_worker_api_and_check_work_over_tls_with_an_acl_user(
             while (ready := api.get("/readyz")).status_code != 200:
                 assert time.monotonic() < deadline, ready.json()
                 time.sleep(0.2)
-            assert api.get("/tickets", params={"limit": 5}).status_code == 200
+            page = api.get("/tickets", params={"limit": 5})
+            assert page.status_code == 200
+            first = page.json()["tickets"][0]
+            single = api.get(f"/tickets/{first['id']}")  # the pipelined single-read path
+            assert single.status_code == 200
+            assert single.json() == first
         check = subprocess.run(
             [sys.executable, "-m", "cdc_worker.cli", "check"],
             env=worker_env(source_db.cdc_url, tls_redis_url),

@@ -1,0 +1,152 @@
+"""The API's auto-pipelined single reads, against a real Redis that is stopped and restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+
+import pytest
+import redis
+from redis.exceptions import AuthenticationError, RedisError, TimeoutError
+
+from cdc_worker.localservers import RedisServer
+from cdc_worker.pipelined_reads import PipelinedReader, connection_options
+
+KEY = "tickets"
+
+
+def fill(url: str, count: int) -> dict[str, bytes]:
+    values = {str(i): f'{{"id":{i},"pad":"{"x" * (i % 300)}"}}'.encode() for i in range(count)}
+    with redis.Redis.from_url(url) as client:
+        client.delete(KEY)
+        client.hset(KEY, mapping=values)  # type: ignore[arg-type]
+    return values
+
+
+def test_concurrent_reads_each_get_their_own_reply(redis_url: str) -> None:
+    values = fill(redis_url, 2000)
+    asked = [str(random.randrange(2200)) for _ in range(5000)]  # about 1 in 11 missing
+
+    async def run() -> list[bytes | None]:
+        reader = PipelinedReader(redis_url)
+        try:
+            return await asyncio.gather(*(reader.hget(KEY, field) for field in asked))
+        finally:
+            await reader.close()
+
+    got = asyncio.run(run())
+    assert got == [values.get(field) for field in asked]
+    assert any(value is None for value in got)
+
+
+def test_a_cancelled_request_does_not_shift_the_replies_of_the_others(redis_url: str) -> None:
+    values = fill(redis_url, 500)
+
+    async def run() -> None:
+        reader = PipelinedReader(redis_url)
+        try:
+            for _ in range(20):
+                tasks = [asyncio.create_task(reader.hget(KEY, str(i))) for i in range(500)]
+                await asyncio.sleep(0)  # every request is queued on the connection
+                for task in tasks[::7]:
+                    task.cancel()
+                for i, task in enumerate(tasks):
+                    if i % 7:
+                        assert await task == values[str(i)]
+        finally:
+            await reader.close()
+
+    asyncio.run(run())
+
+
+def test_reads_fail_while_redis_is_gone_and_work_again_after_it_restarts(
+    own_redis: RedisServer,
+) -> None:
+    fill(own_redis.url, 10)
+
+    async def run() -> None:
+        reader = PipelinedReader(own_redis.url, timeout_s=2)
+        try:
+            assert await reader.hget(KEY, "3") is not None
+            own_redis.kill()
+            with pytest.raises(RedisError):
+                await reader.hget(KEY, "3")
+            own_redis.restart()
+            assert await reader.hget(KEY, "3") is None  # a new, empty server
+            fill(own_redis.url, 10)
+            assert await reader.hget(KEY, "3") is not None
+        finally:
+            await reader.close()
+
+    asyncio.run(run())
+
+
+def test_a_stopped_redis_times_requests_out_instead_of_hanging(own_redis: RedisServer) -> None:
+    values = fill(own_redis.url, 10)
+    pid = int(own_redis.pid_file.read_text())
+
+    async def run() -> float:
+        reader = PipelinedReader(own_redis.url, timeout_s=1)
+        try:
+            assert await reader.hget(KEY, "1") == values["1"]
+            os.kill(pid, signal.SIGSTOP)
+            started = time.monotonic()
+            try:
+                results = await asyncio.gather(
+                    *(reader.hget(KEY, "1") for _ in range(50)), return_exceptions=True
+                )
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert all(isinstance(r, TimeoutError) for r in results), results[:3]
+            waited_s = time.monotonic() - started
+            assert await reader.hget(KEY, "2") == values["2"]  # a fresh connection
+            return waited_s
+        finally:
+            await reader.close()
+
+    assert asyncio.run(run()) < 10  # bounded by the timeout, not by the stop
+
+
+def test_acl_user_password_and_database_come_from_the_url(redis_url: str) -> None:
+    with redis.Redis.from_url(redis_url) as admin:
+        admin.acl_setuser(
+            "reader", enabled=True, passwords=["+s3cret!"], keys=["*"], commands=["+@all"]
+        )
+        db_url = redis_url.rsplit("/", 1)[0] + "/3"
+    port = connection_options(redis_url)["port"]
+    good = f"redis://reader:s3cret%21@127.0.0.1:{port}/3"
+    with redis.Redis.from_url(db_url) as client:
+        client.hset(KEY, "1", b"in db 3")
+
+    async def run() -> None:
+        reader = PipelinedReader(good)
+        try:
+            assert await reader.hget(KEY, "1") == b"in db 3"
+        finally:
+            await reader.close()
+        wrong = PipelinedReader(f"redis://reader:nope@127.0.0.1:{port}/3")
+        with pytest.raises(AuthenticationError) as refused:
+            await wrong.hget(KEY, "1")
+        assert "nope" not in str(refused.value)
+
+    try:
+        asyncio.run(run())
+    finally:
+        with redis.Redis.from_url(redis_url) as admin:
+            admin.acl_deluser("reader")
+        with redis.Redis.from_url(db_url) as client:
+            client.flushdb()
+
+
+def test_url_forms() -> None:
+    plain = connection_options("redis://h:1234/2")
+    assert (plain["host"], plain["port"], plain["db"], plain["ssl"]) == ("h", 1234, 2, None)
+    unix = connection_options("unix:///run/redis.sock?db=4&password=pw")
+    assert (unix["socket_path"], unix["db"], unix["password"]) == ("/run/redis.sock", 4, "pw")
+    tls = connection_options("rediss://u:p%40ss@h/1?ssl_cert_reqs=none")
+    assert (tls["username"], tls["password"], tls["ssl"].check_hostname) == ("u", "p@ss", False)
+    with pytest.raises(ValueError, match="redis://"):
+        connection_options("http://h/1")
