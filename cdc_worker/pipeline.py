@@ -5,6 +5,9 @@ is applied in steps of at most ``FAN_OUT_STEP_TICKETS`` linked tickets, so the w
 stays bounded whatever the fan-out. Like the slices of a large transaction, every step is one
 fenced MULTI/EXEC and only the last one moves the checkpoint: a crash in between replays the
 batch, idempotently. Readers may see some of the linked documents renamed before the others.
+The last step also carries the tickets the batch changes itself and the references, so the
+earlier steps store nothing a replay in other batches could meet too early (see
+``_fan_out_scopes``).
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ def apply_changes(
     """
     plan = plan_reads(changes)
     shadow = shadow if shadow is not None and shadow.refs_done else None
+    # Steps before the last only rebuild linked tickets the batch does not change itself:
+    # replaying the reference changes is enough.
+    replay = [change for change in changes if change.table in REFERENCE_TABLES]
     with store.batch(expected) as tx:
         linked = tx.linked_ids(plan.link_keys) if plan.link_keys else set()
         shadow_linked = set()
@@ -68,14 +74,14 @@ def apply_changes(
         scopes = _fan_out_scopes(plan.ticket_ids, linked | shadow_linked, step_tickets)
         last = len(scopes) == 1
         step = _Step(plan, linked, shadow, shadow_linked, cache)
-        ops = step.apply(tx, changes, refs, scopes[0], checkpoint if last else None, last)
+        first = changes if last else replay
+        ops = step.apply(tx, first, refs, scopes[0], checkpoint if last else None, last)
     step.reported = ops.dead_letters
-    # Later steps only rebuild linked tickets: replaying the reference changes is enough.
-    replay = [change for change in changes if change.table in REFERENCE_TABLES]
     for n, scope in enumerate(scopes[1:], start=2):
         with store.batch(expected) as tx:
             final = n == len(scopes)
-            done = step.apply(tx, replay, refs, scope, checkpoint if final else None, final)
+            these = changes if final else replay
+            done = step.apply(tx, these, refs, scope, checkpoint if final else None, final)
         ops.dead_letters += done.dead_letters
     return ops
 
@@ -83,12 +89,15 @@ def apply_changes(
 def _fan_out_scopes(
     direct: frozenset[int], linked: set[int], step_tickets: int
 ) -> list[frozenset[int] | None]:
-    """The tickets of each step: the directly changed ones go first; None is no limit."""
+    """The tickets of each step; None is no limit. The directly changed tickets go in the
+    last step, with the references and the checkpoint: what earlier steps store (linked
+    tickets re-rendered, cascades that only drop references) never shows a change from later
+    than the stored checkpoint, whatever batches a replay after a crash between steps sees."""
     rest = sorted(linked - direct)
     if len(rest) <= step_tickets:
         return [None]
     slices = [rest[i : i + step_tickets] for i in range(0, len(rest), step_tickets)]
-    return [direct | frozenset(slices[0]), *(frozenset(s) for s in slices[1:])]
+    return [*(frozenset(s) for s in slices[:-1]), direct | frozenset(slices[-1])]
 
 
 @dataclass

@@ -103,9 +103,12 @@ class RedisStore:
             pipe.xadd(keys.DEAD_LETTERS, fields, maxlen=self.dead_letter_max_len, approximate=True)
 
     def write_staged(self, generation: int, ops: StoreOps) -> None:
-        """Write a snapshot chunk into a generation nobody reads yet (no MULTI needed); the
-        write counter comes last, so it counts only chunks whose writes all arrived."""
-        pipe = self.client.pipeline(transaction=False)
+        """Write a snapshot chunk into a generation nobody reads yet, with the write counter,
+        in one MULTI/EXEC: a chunk lands whole or not at all (Redis full, killed, or the
+        writer killed mid-send), so the counter the swap checks counts exactly the chunks
+        that are there, and a stray chunk of another builder under the same number (after a
+        Redis restart reset the generation counter) makes the count wrong and the swap fail."""
+        pipe = self.client.pipeline(transaction=True)
         write_ops(pipe, generation, ops, keys.staging_documents(generation))
         self.write_dead_letters(pipe, ops)
         pipe.incr(keys.staged_writes(generation))

@@ -22,6 +22,7 @@ from cdc_worker import keys
 from cdc_worker.bootstrap import App, bootstrap, inspect_source
 from cdc_worker.localservers import MariaDBServer
 from cdc_worker.settings import load_settings
+from tests.hidden_state import diff_hidden_state, expected_hidden_state, stored_hidden_state
 from tests.oracle import diff_documents, expected_documents
 
 SYNC_TIMEOUT_S = 60.0
@@ -117,8 +118,12 @@ def wait_streaming(redis_url: str, timeout_s: float = SYNC_TIMEOUT_S) -> None:
             time.sleep(0.05)
 
 
-def wait_synced(engine: Engine, redis_url: str, timeout_s: float = SYNC_TIMEOUT_S) -> None:
-    """Wait until the read model equals the oracle's documents; fail with the diff if not."""
+def wait_synced(
+    engine: Engine, redis_url: str, timeout_s: float = SYNC_TIMEOUT_S, hidden_state: bool = True
+) -> None:
+    """Wait until the read model equals the oracle's documents and, with ``hidden_state``,
+    the worker's stored references and ticket states equal the source's; fail with the
+    differences if not."""
     deadline = time.monotonic() + timeout_s
     with redis.Redis.from_url(redis_url) as client:
         while True:
@@ -126,6 +131,10 @@ def wait_synced(engine: Engine, redis_url: str, timeout_s: float = SYNC_TIMEOUT_
                 raise AssertionError("the worker crashed") from WORKER_ERRORS[0]
             expected = expected_documents(engine)
             differences = diff_documents(expected, read_model(client))
+            if not differences and hidden_state:  # checked once the documents agree
+                differences = diff_hidden_state(
+                    expected_hidden_state(engine), stored_hidden_state(client)
+                )
             if not differences:
                 return
             if time.monotonic() > deadline:

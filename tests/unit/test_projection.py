@@ -388,16 +388,45 @@ def test_a_fan_out_applied_in_small_steps_ends_exactly_as_in_one() -> None:
     assert all(d and d["assignee_id"] is None and d["tags"] == [] for d in docs)
 
 
-@pytest.mark.parametrize("crash_at", [1, 2, 5])
-def test_a_crash_between_fan_out_steps_replays_to_the_same_model(crash_at: int) -> None:
+def _crashed_fan_out(
+    batch: tuple[RowChange, ...], crash_at: int
+) -> tuple[Harness, Harness, CrashingStore]:
+    """The batch applied in one step, and in steps of 4 tickets crashing at commit
+    ``crash_at`` (the checkpoint did not move: the batch, or part of it, comes again)."""
     whole, stepped = _fan_out_world(2_000), _fan_out_world(4)
-    whole.apply(*FAN_OUT_BATCH)
+    whole.apply(*batch)
     state = {f.name: getattr(stepped.store, f.name) for f in fields(MemoryStore)}
     crashing = CrashingStore(**state, crash_at=crash_at)
     stepped.store = crashing
     with pytest.raises(ConnectionError):
-        stepped.apply(*FAN_OUT_BATCH)  # the checkpoint did not move: the batch comes again
+        stepped.apply(*batch)
+    return whole, stepped, crashing
+
+
+@pytest.mark.parametrize("crash_at", [1, 2, 5])
+def test_a_crash_between_fan_out_steps_replays_to_the_same_model(crash_at: int) -> None:
+    whole, stepped, crashing = _crashed_fan_out(FAN_OUT_BATCH, crash_at)
     assert 1 in crashing.refs["tag"]  # stored references never run ahead of the checkpoint
     stepped.refs = crashing.load_refs(0)  # the worker reloads its references after a failure
     stepped.apply(*FAN_OUT_BATCH)
     assert _model(stepped)[:5] == _model(whole)[:5]
+
+
+@pytest.mark.parametrize("crash_at", [2, 3, 4])
+def test_after_a_crash_between_steps_a_shorter_replay_never_sees_a_ticket_from_later(
+    crash_at: int,
+) -> None:
+    """The reader may hand the replay over in other batches than the crashed one: nothing a
+    crashed batch's early steps stored may meet references older than its own changes."""
+    batch = (
+        update(DEPARTMENTS, f.department(1, "Support"), f.department(1, "Helpdesk")),
+        insert(USERS, f.user(3, "new@example.com")),
+        update(TICKETS, f.ticket(7, department_id=2), f.ticket(7, department_id=1, assignee_id=3)),
+        insert(TICKETS, f.ticket(31, department_id=1, requester_id=3)),
+    )
+    whole, stepped, crashing = _crashed_fan_out(batch, crash_at)
+    stepped.refs = crashing.load_refs(0)
+    stepped.apply(batch[0])  # the first transaction alone, then the rest
+    stepped.apply(*batch[1:])
+    assert crashing.dead_letters == []
+    assert _model(stepped)[:4] == _model(whole)[:4]
