@@ -104,7 +104,13 @@ def bootstrap(settings: Settings, info: ServerInfo) -> App:
     engine = mysql_engine(settings)
     metrics = WorkerMetrics()
     store = RedisStore(client, settings.dead_letter_max_len)
-    snapshotter = Snapshotter(engine, store, metrics, settings.snapshot_chunk_rows)
+    snapshotter = Snapshotter(
+        engine,
+        store,
+        metrics,
+        settings.snapshot_chunk_rows,
+        read_in_child=settings.binlog_reader == "process",
+    )
     resyncer = Resyncer(engine, store, metrics, settings.snapshot_chunk_rows)
     worker = Worker(
         store,

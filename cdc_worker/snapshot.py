@@ -45,6 +45,17 @@ COLUMNS = {
 }
 CHILD_TABLES = (ATTACHMENTS, TICKET_TAGS, COMMENTS)
 UNBOUNDED = 2**63 - 1
+COLUMN_NAMES = {
+    table: [c.strip() for c in columns.split(",")] for table, columns in COLUMNS.items()
+}
+Rows = list[tuple[Any, ...]]
+ChunkRows = tuple[int, int, list[tuple[str, Rows]]]  # first id, last id, rows by table
+
+
+def as_changes(table: str, rows: Rows, label: str) -> list[RowChange]:
+    """Rows of ``COLUMNS[table]`` as insert changes."""
+    columns = COLUMN_NAMES[table]
+    return [insert(table, dict(zip(columns, row, strict=True)), label) for row in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,40 +75,60 @@ class Snapshot:
         self.position = position
         self.label = f"snapshot at {position}"
 
-    def reference_changes(self, chunk_rows: int) -> Iterator[list[RowChange]]:
-        """Reference tables as insert changes, streamed with a server-side cursor."""
+    def reference_rows(self, chunk_rows: int) -> Iterator[tuple[str, Rows]]:
+        """Reference tables' rows, streamed with a server-side cursor."""
         # Per statement: Connection.execution_options() would switch every later query of
         # this connection to an (unbuffered, slower) server-side cursor too.
         streaming = {"stream_results": True}
         for table in REFERENCE_TABLES:
             sql = f"SELECT {COLUMNS[table]} FROM {table}"
             result = self.connection.exec_driver_sql(sql, execution_options=streaming)
-            for rows in result.mappings().partitions(chunk_rows):
-                yield [insert(table, dict(row), self.label) for row in rows]
+            for rows in result.partitions(chunk_rows):
+                yield table, [tuple(row) for row in rows]
+
+    def reference_changes(self, chunk_rows: int) -> Iterator[list[RowChange]]:
+        """Reference tables as insert changes."""
+        for table, rows in self.reference_rows(chunk_rows):
+            yield as_changes(table, rows, self.label)
+
+    def ticket_row_chunks(self, chunk_rows: int, after_id: int = 0) -> Iterator[ChunkRows]:
+        """Tickets in id order, ``chunk_rows`` at a time, each with its children, as rows."""
+        while True:
+            chunk = self.read_chunk_rows(after_id, chunk_rows)
+            yield chunk
+            if chunk[1] == UNBOUNDED:
+                return
+            after_id = chunk[1]
 
     def ticket_chunks(self, chunk_rows: int, after_id: int = 0) -> Iterator[TicketChunk]:
         """Tickets in id order, ``chunk_rows`` at a time, each with its children."""
-        while True:
-            chunk = self.read_chunk(after_id, chunk_rows)
-            yield chunk
-            if chunk.last_id == UNBOUNDED:
-                return
-            after_id = chunk.last_id
+        for chunk in self.ticket_row_chunks(chunk_rows, after_id):
+            yield self.as_ticket_chunk(chunk)
 
     def read_chunk(self, after_id: int, chunk_rows: int) -> TicketChunk:
+        """One chunk of ``ticket_chunks``."""
+        return self.as_ticket_chunk(self.read_chunk_rows(after_id, chunk_rows))
+
+    def as_ticket_chunk(self, chunk: ChunkRows) -> TicketChunk:
+        """A chunk's rows as insert changes."""
+        first_id, last_id, parts = chunk
+        changes = [c for table, rows in parts for c in as_changes(table, rows, self.label)]
+        return TicketChunk(changes, first_id, last_id)
+
+    def read_chunk_rows(self, after_id: int, chunk_rows: int) -> ChunkRows:
         """Tickets with ids in (after_id, last_id] and their children; the last chunk of the
         table reaches to UNBOUNDED so orphaned children beyond the last ticket are read too."""
         lower = after_id if after_id > 0 else -UNBOUNDED
-        tickets = self._rows(
+        tickets = self._tuples(
             f"SELECT {COLUMNS[TICKETS]} FROM tickets WHERE id > %s ORDER BY id LIMIT %s",
             (lower, chunk_rows),
         )
-        upper = tickets[-1]["id"] if len(tickets) == chunk_rows else UNBOUNDED
-        changes = [insert(TICKETS, row, self.label) for row in tickets]
+        upper = tickets[-1][0] if len(tickets) == chunk_rows else UNBOUNDED  # id comes first
+        parts = [(TICKETS, tickets)]
         for table in CHILD_TABLES:
-            children = self._children(table, lower, upper)
-            changes += [insert(table, row, self.label) for row in children]
-        return TicketChunk(changes, lower, upper)
+            sql = f"SELECT {COLUMNS[table]} FROM {table} WHERE ticket_id > %s AND ticket_id <= %s"
+            parts.append((table, self._tuples(sql, (lower, upper))))
+        return lower, upper, parts
 
     def read_tickets(self, ids: list[int]) -> list[RowChange]:
         """Chosen tickets and their children, for targeted repair."""
@@ -118,9 +149,8 @@ class Snapshot:
         """Tickets in the snapshot, for progress reporting."""
         return int(self.connection.exec_driver_sql("SELECT COUNT(*) FROM tickets").scalar_one())
 
-    def _children(self, table: str, lower: int, upper: int) -> list[dict[str, Any]]:
-        sql = f"SELECT {COLUMNS[table]} FROM {table} WHERE ticket_id > %s AND ticket_id <= %s"
-        return self._rows(sql, (lower, upper))
+    def _tuples(self, sql: str, params: tuple[Any, ...]) -> Rows:
+        return [tuple(row) for row in self.connection.exec_driver_sql(sql, params).fetchall()]
 
     def _rows(self, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
         result = self.connection.exec_driver_sql(sql, params)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import AbstractContextManager
 from typing import Any
 
 import structlog
@@ -21,6 +22,7 @@ from cdc_worker.metrics import WorkerMetrics
 from cdc_worker.redis_store import RedisStore
 from cdc_worker.reporting import record_dead_letters
 from cdc_worker.snapshot import Snapshot, open_snapshot
+from cdc_worker.snapshot_reader import ProcessSnapshot, open_process_snapshot
 from cdc_worker.store import FenceLost
 from projections.projector import StoreOps, plan_reads, project
 from projections.state import Refs
@@ -30,12 +32,18 @@ class Snapshotter:
     """Builds generation N+1 from a snapshot and swaps it in."""
 
     def __init__(
-        self, engine: Engine, store: RedisStore, metrics: WorkerMetrics, chunk_rows: int
+        self,
+        engine: Engine,
+        store: RedisStore,
+        metrics: WorkerMetrics,
+        chunk_rows: int,
+        read_in_child: bool = True,
     ) -> None:
         self.engine = engine
         self.store = store
         self.metrics = metrics
         self.chunk_rows = chunk_rows
+        self.read_in_child = read_in_child  # reading beside projecting: both cores
         self.staged_writes = 0
         self.log: Any = structlog.get_logger("cdc_worker.snapshot")
 
@@ -47,7 +55,7 @@ class Snapshotter:
         started, self.staged_writes = time.monotonic(), 0
         self.log.info("snapshot started", reason=reason, generation=generation)
         try:
-            with open_snapshot(self.engine) as snapshot:
+            with self._open() as snapshot:
                 refs = self._load_refs(snapshot, generation)
                 tickets = self._load_tickets(snapshot, generation, refs, stopping)
                 position = snapshot.position
@@ -79,19 +87,28 @@ class Snapshotter:
         )
         return checkpoint, refs
 
+    def _open(self) -> AbstractContextManager[Snapshot | ProcessSnapshot]:
+        if self.read_in_child:
+            return open_process_snapshot(self.engine, self.chunk_rows)
+        return open_snapshot(self.engine)
+
     def _write(self, generation: int, ops: StoreOps) -> None:
         self.store.write_staged(generation, ops)
         self.staged_writes += 1
         record_dead_letters(ops, self.metrics, self.log)
 
-    def _load_refs(self, snapshot: Snapshot, generation: int) -> Refs:
+    def _load_refs(self, snapshot: Snapshot | ProcessSnapshot, generation: int) -> Refs:
         refs = Refs()
         for changes in snapshot.reference_changes(self.chunk_rows):
             self._write(generation, project(changes, refs, {}))
         return refs
 
     def _load_tickets(
-        self, snapshot: Snapshot, generation: int, refs: Refs, stopping: threading.Event
+        self,
+        snapshot: Snapshot | ProcessSnapshot,
+        generation: int,
+        refs: Refs,
+        stopping: threading.Event,
     ) -> int | None:
         total = snapshot.count_tickets()
         done, last_log_s = 0, time.monotonic()

@@ -1,0 +1,91 @@
+"""Snapshots read by a child process: the same rows as read in the worker, the same errors,
+and no child left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pymysql
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import ProgrammingError
+
+from cdc_worker.seed import seed
+from cdc_worker.snapshot import open_snapshot
+from cdc_worker.snapshot_reader import open_process_snapshot
+from tests.conftest import SourceDatabase
+
+
+def _everything(snapshot: object, chunk_rows: int) -> tuple[object, ...]:
+    refs = [
+        [(c.table, c.op, c.after, c.position) for c in changes]
+        for changes in snapshot.reference_changes(chunk_rows)  # type: ignore[attr-defined]
+    ]
+    chunks = [
+        (chunk.first_id, chunk.last_id, [(c.table, c.after, c.position) for c in chunk.changes])
+        for chunk in snapshot.ticket_chunks(chunk_rows)  # type: ignore[attr-defined]
+    ]
+    return snapshot.position, snapshot.count_tickets(), refs, chunks  # type: ignore[attr-defined]
+
+
+def _read_all_in_child(engine: Engine, chunk_rows: int) -> None:
+    with open_process_snapshot(engine, chunk_rows) as snapshot:
+        _everything(snapshot, chunk_rows)
+
+
+def test_the_child_reads_exactly_what_the_worker_would(source_db: SourceDatabase) -> None:
+    seed(source_db.engine, 120)
+    with source_db.engine.begin() as conn:  # an orphan beyond the last ticket: last chunk
+        conn.execute(text("SET SESSION FOREIGN_KEY_CHECKS = 0"))
+        conn.execute(text("INSERT INTO ticket_tags VALUES (999999, 1)"))
+    engine = create_engine(source_db.cdc_url)
+    try:
+        with open_snapshot(engine) as snapshot:
+            here = _everything(snapshot, 50)
+        with open_process_snapshot(engine, 50) as snapshot:
+            there = _everything(snapshot, 50)
+    finally:
+        engine.dispose()
+    assert there == here
+    assert len(here[3]) == 3  # 120 tickets in chunks of 50
+    assert any(c[1] == {"ticket_id": 999999, "tag_id": 1} for c in here[3][-1][2])
+
+
+def test_a_read_error_in_the_child_is_raised_in_the_worker_as_it_was(
+    source_db: SourceDatabase,
+) -> None:
+    seed(source_db.engine, 5)
+    with source_db.engine.begin() as conn:
+        conn.execute(text("RENAME TABLE comments TO comments_gone"))
+    engine = create_engine(source_db.cdc_url)
+    try:
+        with pytest.raises(ProgrammingError, match="comments"):
+            _read_all_in_child(engine, 50)
+    finally:
+        engine.dispose()
+        with source_db.engine.begin() as conn:
+            conn.execute(text("RENAME TABLE comments_gone TO comments"))
+
+
+def test_a_killed_child_is_a_connection_error_and_nothing_is_left_behind(
+    source_db: SourceDatabase,
+) -> None:
+    seed(source_db.engine, 300)
+    engine = create_engine(source_db.cdc_url)
+    try:
+        with (  # noqa: PT012 - the child is killed between two reads
+            pytest.raises(pymysql.err.OperationalError, match="died"),
+            open_process_snapshot(engine, 10) as snapshot,
+        ):
+            child = snapshot._process  # the test kills it
+            next(snapshot.reference_changes(10))
+            os.kill(child.pid, signal.SIGKILL)
+            started = time.monotonic()
+            list(snapshot.reference_changes(10))
+            list(snapshot.ticket_chunks(10))
+        assert time.monotonic() - started < 30
+        assert not child.is_alive()
+    finally:
+        engine.dispose()
