@@ -51,6 +51,13 @@ def staged_writes(generation: int) -> str:
     return f"{generation_prefix(generation)}staged-writes"
 
 
+def builder(generation: int) -> str:
+    """String: a token of the process that took this generation number; only it may write
+    the generation's snapshot chunks, swap it in or drop it (a Redis restart resets
+    ``GENERATIONS``, so a builder from before the restart may hold a number taken again)."""
+    return f"{generation_prefix(generation)}builder"
+
+
 def retired_documents(generation: int) -> str:
     """Hash: the previous read model, renamed away during a swap and unlinked at once."""
     return f"{generation_prefix(generation)}retired-tickets"

@@ -22,13 +22,17 @@ READ_CHUNK = 5000
 
 # Swap the staged read model in and set the checkpoint, atomically. An empty staging hash
 # does not exist in Redis, so it means "no documents" rather than an error. Refused (0) when
-# the checkpoint moved, or (-1) when fewer staged writes arrived than the builder made: Redis
-# restarted or was flushed while it built (a restarted Redis also has no checkpoint).
+# the checkpoint moved, (-1) when fewer staged writes arrived than the builder made: Redis
+# restarted or was flushed while it built (a restarted Redis also has no checkpoint), or (-2)
+# when the generation's number is not the caller's (see ``keys.builder``).
 SWAP_SCRIPT = """
 local live, staging, retired, checkpoint, writes = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local current = redis.call('GET', checkpoint)
 if (current or '') ~= ARGV[2] then
   return 0
+end
+if ARGV[4] ~= '' and redis.call('GET', KEYS[6]) ~= ARGV[4] then
+  return -2
 end
 if ARGV[3] ~= '' and tonumber(redis.call('GET', writes) or '0') ~= tonumber(ARGV[3]) then
   return -1
@@ -102,53 +106,79 @@ class RedisStore:
             fields["reason"] = letter.reason[:2000]
             pipe.xadd(keys.DEAD_LETTERS, fields, maxlen=self.dead_letter_max_len, approximate=True)
 
-    def write_staged(self, generation: int, ops: StoreOps) -> None:
+    def write_staged(self, generation: int, token: str, ops: StoreOps) -> None:
         """Write a snapshot chunk into a generation nobody reads yet, with the write counter,
-        in one MULTI/EXEC: a chunk lands whole or not at all (Redis full, killed, or the
-        writer killed mid-send), so the counter the swap checks counts exactly the chunks
-        that are there, and a stray chunk of another builder under the same number (after a
-        Redis restart reset the generation counter) makes the count wrong and the swap fail."""
-        pipe = self.client.pipeline(transaction=True)
-        write_ops(pipe, generation, ops, keys.staging_documents(generation))
-        self.write_dead_letters(pipe, ops)
-        pipe.incr(keys.staged_writes(generation))
-        pipe.execute()
+        in one MULTI/EXEC, if the generation's number is still ours (``token``). A chunk
+        lands whole or not at all (Redis full, killed, or the writer killed mid-send), so the
+        counter the swap checks counts exactly the chunks that are there."""
+        pipe: Any
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.watch(keys.builder(generation))
+            if _text(pipe.get(keys.builder(generation))) != token:
+                raise FenceLost(f"generation {generation} is no longer ours (Redis restarted?)")
+            pipe.multi()
+            write_ops(pipe, generation, ops, keys.staging_documents(generation))
+            self.write_dead_letters(pipe, ops)
+            pipe.incr(keys.staged_writes(generation))
+            try:
+                pipe.execute()
+            except redis.WatchError:
+                raise FenceLost(f"generation {generation} changed hands while written") from None
+
+    def owns(self, generation: int, token: str) -> bool:
+        """True while the generation's number is the one ``token`` took."""
+        return _text(self.client.get(keys.builder(generation))) == token
 
     def swap_in(
-        self, checkpoint: Checkpoint, expected: Checkpoint | None, staged_writes: int | None = None
+        self,
+        checkpoint: Checkpoint,
+        expected: Checkpoint | None,
+        staged_writes: int | None = None,
+        token: str | None = None,
     ) -> None:
         """Make a staged generation the live read model, with its checkpoint, atomically.
 
-        Refused (``FenceLost``) when the stored checkpoint is no longer ``expected``, or when
-        Redis holds fewer than ``staged_writes`` of the generation's ``write_staged`` calls.
+        Refused (``FenceLost``) when the stored checkpoint is no longer ``expected``, when
+        Redis holds fewer than ``staged_writes`` of the generation's ``write_staged`` calls,
+        or when ``token`` no longer owns the generation's number.
         """
         generation = checkpoint.generation
         swapped = self.client.eval(
             SWAP_SCRIPT,
-            5,
+            6,
             keys.DOCUMENTS,
             keys.staging_documents(generation),
             keys.retired_documents(generation),
             keys.CHECKPOINT,
             keys.staged_writes(generation),
+            keys.builder(generation),
             checkpoint.encode(),
             b"" if expected is None else expected.encode(),
             "" if staged_writes is None else staged_writes,
+            token or "",
         )
+        if swapped == -2:
+            raise FenceLost(f"generation {generation} is no longer ours (Redis restarted?)")
         if swapped == -1:
             raise FenceLost("Redis lost part of the snapshot while it was built")
         if not swapped:
             raise FenceLost("the checkpoint changed while the snapshot was built")
 
-    def new_generation(self, above: int) -> int:
-        """A generation number no other builder has, greater than ``above``."""
-        return int(self.client.eval(NEW_GENERATION_SCRIPT, 1, keys.GENERATIONS, above))
+    def new_generation(self, above: int, token: str) -> int:
+        """A generation number greater than ``above`` that no other builder has, owned by
+        ``token`` (see ``keys.builder``); keys left under it by a dead builder are dropped."""
+        g = int(self.client.eval(NEW_GENERATION_SCRIPT, 1, keys.GENERATIONS, above))
+        self.client.set(keys.builder(g), token)
+        self.drop_generation(g, keep=keys.builder(g))
+        return g
 
-    def drop_generation(self, generation: int) -> int:
-        """Unlink every key of a generation (an old one, or an abandoned snapshot)."""
+    def drop_generation(self, generation: int, keep: str | None = None) -> int:
+        """Unlink every key of a generation (an old one, or an abandoned snapshot), but
+        ``keep``."""
         pattern = keys.generation_prefix(generation) + "*"
         dropped = 0
-        for batch in chunks(self.client.scan_iter(match=pattern, count=1000), 1000):
+        found = (k for k in self.client.scan_iter(match=pattern, count=1000) if _text(k) != keep)
+        for batch in chunks(found, 1000):
             dropped += int(self.client.unlink(*batch))
         return dropped
 
@@ -248,3 +278,7 @@ def _write_hash(pipe: Any, name: str, puts: dict[Any, Any], deletes: set[Any]) -
         pipe.hset(name, mapping={str(k): v for k, v in puts.items()})
     if deletes:
         pipe.hdel(name, *deletes)
+
+
+def _text(value: object) -> str | None:
+    return value.decode() if isinstance(value, bytes) else None if value is None else str(value)

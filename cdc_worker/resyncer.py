@@ -60,7 +60,7 @@ class Resyncer:
 
     def start_full(self, job: Job, checkpoint: Checkpoint) -> FullResync:
         """Begin building generation N+1 beside the live one."""
-        generation = self.store.new_generation(checkpoint.generation)
+        generation = self.store.new_generation(checkpoint.generation, job.id)
         total = self._count_tickets()
         job = job.with_(
             state="running", generation=generation, started_at_s=time.time(), tickets_total=total

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -45,13 +46,15 @@ class Snapshotter:
         self.chunk_rows = chunk_rows
         self.read_in_child = read_in_child  # reading beside projecting: both cores
         self.staged_writes = 0
+        self.token = ""  # of the build in progress: owns its generation number
         self.log: Any = structlog.get_logger("cdc_worker.snapshot")
 
     def build(
         self, previous: Checkpoint | None, reason: str, stopping: threading.Event
     ) -> tuple[Checkpoint, Refs] | None:
         """The new checkpoint and references, or None if asked to stop midway."""
-        generation = self.store.new_generation(previous.generation if previous else 0)
+        self.token = uuid.uuid4().hex
+        generation = self.store.new_generation(previous.generation if previous else 0, self.token)
         started, self.staged_writes = time.monotonic(), 0
         self.log.info("snapshot started", reason=reason, generation=generation)
         try:
@@ -69,9 +72,10 @@ class Snapshotter:
             return None
         checkpoint = Checkpoint(generation, position, time.time())
         try:
-            self.store.swap_in(checkpoint, previous, self.staged_writes)
+            self.store.swap_in(checkpoint, previous, self.staged_writes, self.token)
         except FenceLost:  # another builder won, or Redis lost writes: ours is garbage
-            self.store.drop_generation(generation)
+            if self.store.owns(generation, self.token):  # else the number is someone else's
+                self.store.drop_generation(generation)
             raise
         if previous is not None:
             self.store.drop_generation(previous.generation)
@@ -93,7 +97,7 @@ class Snapshotter:
         return open_snapshot(self.engine)
 
     def _write(self, generation: int, ops: StoreOps) -> None:
-        self.store.write_staged(generation, ops)
+        self.store.write_staged(generation, self.token, ops)
         self.staged_writes += 1
         record_dead_letters(ops, self.metrics, self.log)
 

@@ -204,7 +204,7 @@ def test_a_redis_lost_midway_through_a_first_snapshot_is_never_swapped_in(
 
     snapshotter._write = write_then_lose_redis  # type: ignore[method-assign]
     try:
-        with pytest.raises(FenceLost, match="lost part of the snapshot"):
+        with pytest.raises(FenceLost, match="no longer ours"):  # at the next chunk
             snapshotter.build(None, "test", threading.Event())
         assert app.redis_client.get(keys.CHECKPOINT) is None
         assert app.redis_client.hlen(keys.DOCUMENTS) == 0  # nothing partial became the read model
@@ -212,3 +212,34 @@ def test_a_redis_lost_midway_through_a_first_snapshot_is_never_swapped_in(
         app.close()
     with worker_thread(source_db.cdc_url, redis_url):
         wait_synced(source_db.engine, redis_url)
+
+
+def test_a_builder_whose_generation_number_was_reset_by_a_redis_restart_touches_nothing(
+    source_db: SourceDatabase, own_redis: RedisServer
+) -> None:
+    """A Redis restart resets the generation counter: a builder from before it (a second
+    worker, a stalled one) holds a number the new Redis gives out again. Its chunks, its
+    swap and its clean-up must not reach the generation that now has the number."""
+    seed(source_db.engine, 60)
+    settings = load_settings(
+        mysql_url=source_db.cdc_url, redis_url=own_redis.url, worker_http_port=0
+    )
+    stale = bootstrap(settings, inspect_source(settings))
+    try:
+        stale_generation = stale.worker.store.new_generation(0, "stale-builder")
+        own_redis.kill()
+        own_redis.restart()
+        with worker_thread(source_db.cdc_url, own_redis.url):
+            wait_synced(source_db.engine, own_redis.url)
+            live = stale.worker.store.load_checkpoint()
+            assert live is not None
+            assert live.generation == stale_generation  # the number was given out again
+            garbage = StoreOps(refs_put={"user": {1: b'["stale@example.com","Stale"]'}})
+            with pytest.raises(FenceLost, match="no longer ours"):
+                stale.worker.store.write_staged(stale_generation, "stale-builder", garbage)
+            with pytest.raises(FenceLost, match="no longer ours"):
+                stale.worker.store.swap_in(live, live, 0, "stale-builder")
+            assert not stale.worker.store.owns(stale_generation, "stale-builder")
+            wait_synced(source_db.engine, own_redis.url)  # hidden state included
+    finally:
+        stale.close()
