@@ -28,6 +28,7 @@ from projections.changes import (
     TICKET_TAGS,
     TICKETS,
     USERS,
+    Op,
     RowChange,
     insert,
 )
@@ -48,14 +49,23 @@ UNBOUNDED = 2**63 - 1
 COLUMN_NAMES = {
     table: [c.strip() for c in columns.split(",")] for table, columns in COLUMNS.items()
 }
-Rows = list[tuple[Any, ...]]
-ChunkRows = tuple[int, int, list[tuple[str, Rows]]]  # first id, last id, rows by table
+TupleRows = list[tuple[Any, ...]]
+Rows = TupleRows | list[dict[str, Any]]
+ChunkRows = tuple[int, int, list[tuple[str, TupleRows]]]  # first id, last id, rows by table
 
 
 def as_changes(table: str, rows: Rows, label: str) -> list[RowChange]:
-    """Rows of ``COLUMNS[table]`` as insert changes."""
+    """Rows of ``COLUMNS[table]`` (tuples, or dicts already keyed by column) as inserts."""
+    columns, op, new = COLUMN_NAMES[table], Op.INSERT, RowChange
+    if rows and isinstance(rows[0], dict):
+        return [new(table, op, None, row, label) for row in rows]
+    return [new(table, op, None, dict(zip(columns, row, strict=True)), label) for row in rows]
+
+
+def as_dicts(table: str, rows: TupleRows) -> list[dict[str, Any]]:
+    """Rows of ``COLUMNS[table]`` keyed by column."""
     columns = COLUMN_NAMES[table]
-    return [insert(table, dict(zip(columns, row, strict=True)), label) for row in rows]
+    return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +85,7 @@ class Snapshot:
         self.position = position
         self.label = f"snapshot at {position}"
 
-    def reference_rows(self, chunk_rows: int) -> Iterator[tuple[str, Rows]]:
+    def reference_rows(self, chunk_rows: int) -> Iterator[tuple[str, TupleRows]]:
         """Reference tables' rows, streamed with a server-side cursor."""
         # Per statement: Connection.execution_options() would switch every later query of
         # this connection to an (unbuffered, slower) server-side cursor too.
@@ -149,7 +159,7 @@ class Snapshot:
         """Tickets in the snapshot, for progress reporting."""
         return int(self.connection.exec_driver_sql("SELECT COUNT(*) FROM tickets").scalar_one())
 
-    def _tuples(self, sql: str, params: tuple[Any, ...]) -> Rows:
+    def _tuples(self, sql: str, params: tuple[Any, ...]) -> TupleRows:
         return [tuple(row) for row in self.connection.exec_driver_sql(sql, params).fetchall()]
 
     def _rows(self, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:

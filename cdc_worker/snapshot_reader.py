@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 
 from cdc_worker.checkpoint import Position
 from cdc_worker.reader_process import _die_with_parent, _portable
-from cdc_worker.snapshot import TicketChunk, as_changes, open_snapshot
+from cdc_worker.snapshot import TicketChunk, as_changes, as_dicts, open_snapshot
 from projections.changes import RowChange
 
 WAIT_S = 1.0
@@ -128,8 +128,12 @@ def _read(engine: Engine, chunk_rows: int, out: Any) -> None:
     with open_snapshot(engine) as snapshot:
         p = snapshot.position
         out.send(("position", (p.log_file, p.log_pos, p.gtid), snapshot.count_tickets()))
+        # Keyed by column here: this process has time to spare, the worker has not (building
+        # the dicts and pickling them costs 0.9 us a row here; unpickling them 0.8 us there,
+        # against 2.3 us for unpickling tuples and zipping them with the columns).
         for table, rows in snapshot.reference_rows(chunk_rows):
-            out.send(("refs", table, rows))
-        for chunk in snapshot.ticket_row_chunks(chunk_rows):
-            out.send(("chunk", *chunk))
+            out.send(("refs", table, as_dicts(table, rows)))
+        for first_id, last_id, parts in snapshot.ticket_row_chunks(chunk_rows):
+            keyed = [(table, as_dicts(table, rows)) for table, rows in parts]
+            out.send(("chunk", first_id, last_id, keyed))
         out.send(("end",))
