@@ -39,8 +39,12 @@ CHILDREN_SQL = {
 DIFF_LINES_MAX = 30
 
 
-def expected_hidden_state(engine: Engine) -> tuple[dict[str, dict[int, Any]], dict[int, Any]]:
-    """References by kind and id, and ticket states by id, as the worker stores them (JSON)."""
+HiddenState = tuple[dict[str, dict[int, Any]], dict[int, Any], dict[str, set[int]]]
+
+
+def expected_hidden_state(engine: Engine) -> HiddenState:
+    """References by kind and id, ticket states by id (as the worker stores them, JSON), and
+    the members of every link set and filter index (by key suffix: ``link:user:3``)."""
     repeatable = engine.execution_options(isolation_level="REPEATABLE READ")
     with repeatable.connect() as conn, conn.begin():
         refs = {
@@ -58,7 +62,35 @@ def expected_hidden_state(engine: Engine) -> tuple[dict[str, dict[int, Any]], di
     for state in states.values():
         for part in ("a", "t", "c"):
             state[part].sort()
-    return refs, dict(states)
+    return refs, dict(states), _expected_sets(states)
+
+
+def _expected_sets(states: dict[int, dict[str, Any]]) -> dict[str, set[int]]:
+    """Links: every ticket with a state, by what its document shows. Indexes: live tickets."""
+    sets: dict[str, set[int]] = defaultdict(set)
+    for ticket_id, state in states.items():
+        for tag in state["t"]:
+            sets[f"link:tag:{tag}"].add(ticket_id)
+        row = state["r"]
+        if row is None:
+            continue
+        users = {row["requester_id"], row["assignee_id"]} - {None}
+        shown = [f"department:{row['department_id']}", f"status:{row['status_id']}"]
+        for key in shown + [f"user:{u}" for u in users]:
+            sets[f"link:{key}"].add(ticket_id)
+        if row["is_deleted"]:
+            continue
+        indexed = [
+            "all:0",
+            f"status:{row['status_id']}",
+            f"department:{row['department_id']}",
+            f"requester:{row['requester_id']}",
+            f"assignee:{row['assignee_id'] or 0}",
+            *(f"tag:{tag}" for tag in state["t"]),
+        ]
+        for key in indexed:
+            sets[f"idx:{key}"].add(ticket_id)
+    return dict(sets)
 
 
 def _reference_rows(kind: str, rows: Any) -> dict[int, Any]:
@@ -84,11 +116,11 @@ def _ticket_row(row: Any) -> dict[str, Any]:
     }
 
 
-def stored_hidden_state(client: redis.Redis) -> tuple[dict[str, dict[int, Any]], dict[int, Any]]:
-    """The live generation's references and ticket states, decoded as JSON."""
+def stored_hidden_state(client: redis.Redis) -> HiddenState:
+    """The live generation's references, ticket states, link sets and indexes."""
     raw = client.get(keys.CHECKPOINT)
     if raw is None:
-        return {}, {}
+        return {}, {}, {}
     generation = int(orjson.loads(raw)["generation"])
     refs = {
         kind: {
@@ -97,15 +129,35 @@ def stored_hidden_state(client: redis.Redis) -> tuple[dict[str, dict[int, Any]],
         for kind in REFERENCES_SQL
     }
     states = {int(k): orjson.loads(v) for k, v in client.hgetall(keys.states(generation)).items()}
-    return refs, states
+    return refs, states, _stored_sets(client, generation)
 
 
-def diff_hidden_state(
-    expected: tuple[dict[str, dict[int, Any]], dict[int, Any]],
-    stored: tuple[dict[str, dict[int, Any]], dict[int, Any]],
-) -> list[str]:
-    """Readable differences between the expected and the stored references and states."""
-    (expected_refs, expected_states), (stored_refs, stored_states) = expected, stored
+def _stored_sets(client: redis.Redis, generation: int) -> dict[str, set[int]]:
+    prefix = keys.generation_prefix(generation)
+    names = [
+        name.decode()
+        for pattern in ("link:*", "idx:*")
+        for name in client.scan_iter(match=prefix + pattern, count=1000)
+    ]
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        if ":link:" in name:
+            pipe.smembers(name)
+        else:
+            pipe.zrange(name, 0, -1)
+    members = pipe.execute()
+    return {
+        name.removeprefix(prefix): {int(m) for m in found}
+        for name, found in zip(names, members, strict=True)
+        if found
+    }
+
+
+def diff_hidden_state(expected: HiddenState, stored: HiddenState) -> list[str]:
+    """Readable differences between the expected and the stored references, states, link
+    sets and indexes."""
+    (expected_refs, expected_states, expected_sets) = expected
+    (stored_refs, stored_states, stored_sets) = stored
     lines = []
     for kind, want in expected_refs.items():
         have = stored_refs.get(kind, {})
@@ -118,6 +170,11 @@ def diff_hidden_state(
         want, have = expected_states.get(ticket_id), stored_states.get(ticket_id)
         if want != have:
             lines.append(f"state of ticket {ticket_id}: expected {want!r}, stored {have!r}")
+    for name in sorted(expected_sets.keys() | stored_sets.keys()):
+        want_ids, have_ids = expected_sets.get(name, set()), stored_sets.get(name, set())
+        if want_ids != have_ids:
+            missing, extra = sorted(want_ids - have_ids)[:10], sorted(have_ids - want_ids)[:10]
+            lines.append(f"{name}: missing tickets {missing}, extra tickets {extra}")
     if len(lines) > DIFF_LINES_MAX:
         lines = [*lines[:DIFF_LINES_MAX], f"... and {len(lines) - DIFF_LINES_MAX} more differences"]
     return lines

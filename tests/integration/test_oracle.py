@@ -6,11 +6,17 @@ import datetime as dt
 from typing import Any
 
 import pytest
+import redis
 from sqlalchemy import Connection, text
 
+from cdc_worker import keys
+from cdc_worker.checkpoint import Checkpoint
 from cdc_worker.models import Base
+from cdc_worker.seed import seed
 from tests import factories as f
 from tests.conftest import SourceDatabase
+from tests.harness import wait_synced, worker_thread
+from tests.hidden_state import diff_hidden_state, expected_hidden_state, stored_hidden_state
 from tests.oracle import diff_documents, expected_documents
 
 T0 = f.T0  # 2026-11-22 09:05:03.000120
@@ -174,3 +180,31 @@ def test_differences_are_capped_at_fifty_lines() -> None:
 
     assert len(lines) == 51
     assert lines[-1] == "... and 150 more differences"
+
+
+def test_the_hidden_state_oracle_notices_what_no_document_shows_yet(
+    source_db: SourceDatabase, redis_url: str
+) -> None:
+    """A wrong reference, a wrong state, a stale index entry, a missing link: each is latent
+    (no document shows it until a later change) and each is reported."""
+    seed(source_db.engine, 30)
+    with worker_thread(source_db.cdc_url, redis_url):
+        wait_synced(source_db.engine, redis_url)
+    with redis.Redis.from_url(redis_url) as client:
+        assert (
+            diff_hidden_state(expected_hidden_state(source_db.engine), stored_hidden_state(client))
+            == []
+        )
+        g = Checkpoint.decode(client.get(keys.CHECKPOINT)).generation  # type: ignore[arg-type]
+        client.hset(keys.refs(g, "user"), "1", b'["someone@else","Someone"]')
+        client.hdel(keys.states(g), "2")
+        client.zadd(keys.index(g, "status", 999), {"3": 3})
+        client.srem(keys.link(g, "tag", 1), *client.smembers(keys.link(g, "tag", 1)))
+        found = diff_hidden_state(
+            expected_hidden_state(source_db.engine), stored_hidden_state(client)
+        )
+    text_ = "\n".join(found)
+    assert "user 1: expected" in text_
+    assert "state of ticket 2:" in text_
+    assert "idx:status:999: missing tickets [], extra tickets [3]" in text_
+    assert "link:tag:1: missing tickets" in text_
