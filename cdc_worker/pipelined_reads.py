@@ -28,6 +28,7 @@ from redis.exceptions import (
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 CHECK_EVERY_S = 0.5
+RETRY_AFTER_S = 0.5  # requests queued behind a failed connection attempt fail this long
 
 
 def connection_options(url: str) -> dict[str, Any]:
@@ -109,6 +110,7 @@ class PipelinedReader:
         self._connecting: asyncio.Lock | None = None
         self._outgoing: list[bytes] = []
         self._watchdog: asyncio.TimerHandle | None = None
+        self._failed_at_s = -RETRY_AFTER_S  # when a connection attempt last failed
 
     async def hget(self, key: str, field: str) -> bytes | None:
         """HGET ``key`` ``field``: the value, or None."""
@@ -145,8 +147,16 @@ class PipelinedReader:
         async with self._connecting:
             if self._replies is not None and self._replies.lost is None:
                 return self._replies
+            if time.monotonic() - self._failed_at_s < RETRY_AFTER_S:
+                # The attempt this request queued behind just failed: fail now, not one
+                # timeout later each (a thousand requests behind one unreachable Redis).
+                raise ConnectionError("Redis unreachable: a connection attempt just failed")
             self._outgoing = []
-            self._replies = await self._open()
+            try:
+                self._replies = await self._open()
+            except RedisError:
+                self._failed_at_s = time.monotonic()
+                raise
             self._arm_watchdog()
             return self._replies
 

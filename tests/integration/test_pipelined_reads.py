@@ -150,3 +150,31 @@ def test_url_forms() -> None:
     assert (tls["username"], tls["password"], tls["ssl"].check_hostname) == ("u", "p@ss", False)
     with pytest.raises(ValueError, match="redis://"):
         connection_options("http://h/1")
+
+
+def test_requests_queued_behind_a_failed_connection_attempt_fail_at_once(
+    own_redis: RedisServer,
+) -> None:
+    """A stopped Redis accepts the TCP connection but never answers the handshake (SELECT):
+    one request waits out the timeout, the ones queued behind it must not each wait again."""
+    pid = int(own_redis.pid_file.read_text())
+    url = own_redis.url.rsplit("/", 1)[0] + "/2"
+
+    async def run() -> tuple[list[BaseException | bytes | None], float]:
+        reader = PipelinedReader(url, timeout_s=1)
+        try:
+            started = time.monotonic()
+            results = await asyncio.gather(
+                *(reader.hget(KEY, "1") for _ in range(20)), return_exceptions=True
+            )
+            return results, time.monotonic() - started
+        finally:
+            await reader.close()
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        results, waited_s = asyncio.run(run())
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert all(isinstance(r, RedisError) for r in results), results[:3]
+    assert waited_s < 5  # one timeout (1 s), not twenty in a row
