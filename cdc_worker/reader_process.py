@@ -96,7 +96,9 @@ class ProcessReader:
         self.decoder.rows_by_decoder = counts
 
 
-def _child_main(config: SourceConfig, start: Position, out: Any, parent_pid: int) -> None:
+def prepare_child() -> None:
+    """First steps of a forked reader child: freeze what it inherited, die with the thread
+    that forked it, take back the default signal handlers."""
     # Everything inherited from the parent (its ticket-state cache, its references...) is
     # dead weight here: frozen, the child's garbage collections never walk it (nor copy
     # its pages by touching their reference counts).
@@ -104,6 +106,10 @@ def _child_main(config: SourceConfig, start: Position, out: Any, parent_pid: int
     _die_with_parent()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)  # the parent's handlers are not ours
+
+
+def _child_main(config: SourceConfig, start: Position, out: Any, parent_pid: int) -> None:
+    prepare_child()
     reader = BinlogReader(config, start, queue_max_rows=config.batch_max_rows)
     reader.start()
     try:
@@ -118,7 +124,7 @@ def _pump(reader: BinlogReader, max_rows: int, out: Any, parent_pid: int) -> Non
         try:
             batch = reader.next_batch(max_rows, TICK_S)
         except BaseException as exc:  # handed to the parent, which decides
-            _send(out, ("error", _portable(exc), _stats(reader)), parent_pid)
+            _send(out, ("error", portable(exc, "binlog reader"), _stats(reader)), parent_pid)
             return
         if batch or time.monotonic() - last_sent >= TICK_S:
             payload = [_flat(chunk) for chunk in batch] if batch else None
@@ -162,12 +168,12 @@ def _chunk(flat: tuple[Any, ...]) -> Chunk:
     return Chunk(rebuilt, commit, committed_at_s, ddl)
 
 
-def _portable(exc: BaseException) -> BaseException:
+def portable(exc: BaseException, reader: str) -> BaseException:
     """The exception itself when it pickles, else one that says what it was."""
     try:
         pickle.loads(pickle.dumps(exc))  # noqa: S301 - our own bytes, a round trip
     except Exception:  # any pickling failure
-        return RuntimeError(f"binlog reader failed: {exc!r}")
+        return RuntimeError(f"{reader} failed: {exc!r}")
     return exc
 
 

@@ -114,7 +114,7 @@ class RedisStore:
         pipe: Any
         with self.client.pipeline(transaction=True) as pipe:
             pipe.watch(keys.builder(generation))
-            if _text(pipe.get(keys.builder(generation))) != token:
+            if pipe.get(keys.builder(generation)) != token.encode():
                 raise FenceLost(f"generation {generation} is no longer ours (Redis restarted?)")
             pipe.multi()
             write_ops(pipe, generation, ops, keys.staging_documents(generation))
@@ -127,7 +127,7 @@ class RedisStore:
 
     def owns(self, generation: int, token: str) -> bool:
         """True while the generation's number is the one ``token`` took."""
-        return _text(self.client.get(keys.builder(generation))) == token
+        return bool(self.client.get(keys.builder(generation)) == token.encode())
 
     def swap_in(
         self,
@@ -168,17 +168,15 @@ class RedisStore:
         """A generation number greater than ``above`` that no other builder has, owned by
         ``token`` (see ``keys.builder``); keys left under it by a dead builder are dropped."""
         g = int(self.client.eval(NEW_GENERATION_SCRIPT, 1, keys.GENERATIONS, above))
+        self.drop_generation(g)  # a builder still writing finds no token of its own: it stops
         self.client.set(keys.builder(g), token)
-        self.drop_generation(g, keep=keys.builder(g))
         return g
 
-    def drop_generation(self, generation: int, keep: str | None = None) -> int:
-        """Unlink every key of a generation (an old one, or an abandoned snapshot), but
-        ``keep``."""
+    def drop_generation(self, generation: int) -> int:
+        """Unlink every key of a generation (an old one, or an abandoned snapshot)."""
         pattern = keys.generation_prefix(generation) + "*"
         dropped = 0
-        found = (k for k in self.client.scan_iter(match=pattern, count=1000) if _text(k) != keep)
-        for batch in chunks(found, 1000):
+        for batch in chunks(self.client.scan_iter(match=pattern, count=1000), 1000):
             dropped += int(self.client.unlink(*batch))
         return dropped
 
@@ -278,7 +276,3 @@ def _write_hash(pipe: Any, name: str, puts: dict[Any, Any], deletes: set[Any]) -
         pipe.hset(name, mapping={str(k): v for k, v in puts.items()})
     if deletes:
         pipe.hdel(name, *deletes)
-
-
-def _text(value: object) -> str | None:
-    return value.decode() if isinstance(value, bytes) else None if value is None else str(value)

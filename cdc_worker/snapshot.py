@@ -30,7 +30,6 @@ from projections.changes import (
     USERS,
     Op,
     RowChange,
-    insert,
 )
 
 COLUMNS = {
@@ -46,26 +45,8 @@ COLUMNS = {
 }
 CHILD_TABLES = (ATTACHMENTS, TICKET_TAGS, COMMENTS)
 UNBOUNDED = 2**63 - 1
-COLUMN_NAMES = {
-    table: [c.strip() for c in columns.split(",")] for table, columns in COLUMNS.items()
-}
-TupleRows = list[tuple[Any, ...]]
-Rows = TupleRows | list[dict[str, Any]]
-ChunkRows = tuple[int, int, list[tuple[str, TupleRows]]]  # first id, last id, rows by table
-
-
-def as_changes(table: str, rows: Rows, label: str) -> list[RowChange]:
-    """Rows of ``COLUMNS[table]`` (tuples, or dicts already keyed by column) as inserts."""
-    columns, op, new = COLUMN_NAMES[table], Op.INSERT, RowChange
-    if rows and isinstance(rows[0], dict):
-        return [new(table, op, None, row, label) for row in rows]
-    return [new(table, op, None, dict(zip(columns, row, strict=True)), label) for row in rows]
-
-
-def as_dicts(table: str, rows: TupleRows) -> list[dict[str, Any]]:
-    """Rows of ``COLUMNS[table]`` keyed by column."""
-    columns = COLUMN_NAMES[table]
-    return [dict(zip(columns, row, strict=True)) for row in rows]
+Rows = list[dict[str, Any]]  # keyed by column
+ChunkRows = tuple[int, int, list[tuple[str, Rows]]]  # first id, last id, rows by table
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +58,19 @@ class TicketChunk:
     last_id: int
 
 
+def as_changes(table: str, rows: Rows, label: str) -> list[RowChange]:
+    """Rows of a table as insert changes."""
+    op, new = Op.INSERT, RowChange
+    return [new(table, op, None, row, label) for row in rows]
+
+
+def as_ticket_chunk(chunk: ChunkRows, label: str) -> TicketChunk:
+    """A chunk's rows as insert changes."""
+    first_id, last_id, parts = chunk
+    changes = [c for table, rows in parts for c in as_changes(table, rows, label)]
+    return TicketChunk(changes, first_id, last_id)
+
+
 class Snapshot:
     """Reads inside one consistent-snapshot transaction."""
 
@@ -85,7 +79,7 @@ class Snapshot:
         self.position = position
         self.label = f"snapshot at {position}"
 
-    def reference_rows(self, chunk_rows: int) -> Iterator[tuple[str, TupleRows]]:
+    def reference_rows(self, chunk_rows: int) -> Iterator[tuple[str, Rows]]:
         """Reference tables' rows, streamed with a server-side cursor."""
         # Per statement: Connection.execution_options() would switch every later query of
         # this connection to an (unbuffered, slower) server-side cursor too.
@@ -93,8 +87,8 @@ class Snapshot:
         for table in REFERENCE_TABLES:
             sql = f"SELECT {COLUMNS[table]} FROM {table}"
             result = self.connection.exec_driver_sql(sql, execution_options=streaming)
-            for rows in result.partitions(chunk_rows):
-                yield table, [tuple(row) for row in rows]
+            for rows in result.mappings().partitions(chunk_rows):
+                yield table, [dict(row) for row in rows]
 
     def reference_changes(self, chunk_rows: int) -> Iterator[list[RowChange]]:
         """Reference tables as insert changes."""
@@ -113,41 +107,35 @@ class Snapshot:
     def ticket_chunks(self, chunk_rows: int, after_id: int = 0) -> Iterator[TicketChunk]:
         """Tickets in id order, ``chunk_rows`` at a time, each with its children."""
         for chunk in self.ticket_row_chunks(chunk_rows, after_id):
-            yield self.as_ticket_chunk(chunk)
+            yield as_ticket_chunk(chunk, self.label)
 
     def read_chunk(self, after_id: int, chunk_rows: int) -> TicketChunk:
         """One chunk of ``ticket_chunks``."""
-        return self.as_ticket_chunk(self.read_chunk_rows(after_id, chunk_rows))
-
-    def as_ticket_chunk(self, chunk: ChunkRows) -> TicketChunk:
-        """A chunk's rows as insert changes."""
-        first_id, last_id, parts = chunk
-        changes = [c for table, rows in parts for c in as_changes(table, rows, self.label)]
-        return TicketChunk(changes, first_id, last_id)
+        return as_ticket_chunk(self.read_chunk_rows(after_id, chunk_rows), self.label)
 
     def read_chunk_rows(self, after_id: int, chunk_rows: int) -> ChunkRows:
         """Tickets with ids in (after_id, last_id] and their children; the last chunk of the
         table reaches to UNBOUNDED so orphaned children beyond the last ticket are read too."""
         lower = after_id if after_id > 0 else -UNBOUNDED
-        tickets = self._tuples(
+        tickets = self._rows(
             f"SELECT {COLUMNS[TICKETS]} FROM tickets WHERE id > %s ORDER BY id LIMIT %s",
             (lower, chunk_rows),
         )
-        upper = tickets[-1][0] if len(tickets) == chunk_rows else UNBOUNDED  # id comes first
+        upper = tickets[-1]["id"] if len(tickets) == chunk_rows else UNBOUNDED
         parts = [(TICKETS, tickets)]
         for table in CHILD_TABLES:
             sql = f"SELECT {COLUMNS[table]} FROM {table} WHERE ticket_id > %s AND ticket_id <= %s"
-            parts.append((table, self._tuples(sql, (lower, upper))))
+            parts.append((table, self._rows(sql, (lower, upper))))
         return lower, upper, parts
 
     def read_tickets(self, ids: list[int]) -> list[RowChange]:
         """Chosen tickets and their children, for targeted repair."""
         marks = ", ".join(["%s"] * len(ids))
         sql = f"SELECT {COLUMNS[TICKETS]} FROM tickets WHERE id IN ({marks})"
-        changes = [insert(TICKETS, row, self.label) for row in self._rows(sql, tuple(ids))]
+        changes = as_changes(TICKETS, self._rows(sql, tuple(ids)), self.label)
         for table in CHILD_TABLES:
             sql = f"SELECT {COLUMNS[table]} FROM {table} WHERE ticket_id IN ({marks})"
-            changes += [insert(table, row, self.label) for row in self._rows(sql, tuple(ids))]
+            changes += as_changes(table, self._rows(sql, tuple(ids)), self.label)
         return changes
 
     def ticket_ids_in_department(self, department_id: int) -> list[int]:
@@ -158,9 +146,6 @@ class Snapshot:
     def count_tickets(self) -> int:
         """Tickets in the snapshot, for progress reporting."""
         return int(self.connection.exec_driver_sql("SELECT COUNT(*) FROM tickets").scalar_one())
-
-    def _tuples(self, sql: str, params: tuple[Any, ...]) -> TupleRows:
-        return [tuple(row) for row in self.connection.exec_driver_sql(sql, params).fetchall()]
 
     def _rows(self, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
         result = self.connection.exec_driver_sql(sql, params)
