@@ -75,6 +75,9 @@ def test_json_logs_carry_context_and_no_secret(capsys: pytest.CaptureFixture[str
         structlog.get_logger().info("hello", dsn="mysql://a:topsecret@h/d", note="topsecret!")
     finally:
         structlog.contextvars.clear_contextvars()
+        # configure_logging bound this test's captured stderr, closed once the test ends:
+        # later tests in the same process (the worker's threads) must not log into it.
+        structlog.reset_defaults()
     line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert line["position"] == "mysql-bin.000001:4"
     assert "topsecret" not in json.dumps(line)
