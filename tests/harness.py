@@ -118,11 +118,9 @@ def wait_streaming(redis_url: str, timeout_s: float = SYNC_TIMEOUT_S) -> None:
             time.sleep(0.05)
 
 
-def wait_synced(
-    engine: Engine, redis_url: str, timeout_s: float = SYNC_TIMEOUT_S, hidden_state: bool = True
-) -> None:
-    """Wait until the read model equals the oracle's documents and, with ``hidden_state``,
-    the worker's stored references and ticket states equal the source's; fail with the
+def wait_synced(engine: Engine, redis_url: str, timeout_s: float = SYNC_TIMEOUT_S) -> None:
+    """Wait until the read model equals the oracle's documents and the worker's hidden state
+    (references, ticket states, link sets, indexes) equals the source's; fail with the
     differences if not."""
     deadline = time.monotonic() + timeout_s
     with redis.Redis.from_url(redis_url) as client:
@@ -131,7 +129,7 @@ def wait_synced(
                 raise AssertionError("the worker crashed") from WORKER_ERRORS[0]
             expected = expected_documents(engine)
             differences = diff_documents(expected, read_model(client))
-            if not differences and hidden_state:  # checked once the documents agree
+            if not differences:  # the hidden state is checked once the documents agree
                 differences = diff_hidden_state(
                     expected_hidden_state(engine), stored_hidden_state(client)
                 )

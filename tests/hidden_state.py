@@ -17,8 +17,8 @@ import redis
 from sqlalchemy import Engine, text
 
 from cdc_worker import keys
+from tests.oracle import ISO, capped
 
-_ISO = "'%Y-%m-%dT%H:%i:%s.%fZ'"
 REFERENCES_SQL = {
     "department": "SELECT id, name FROM departments",
     "status": "SELECT id, name, is_closed FROM ticket_statuses",
@@ -28,13 +28,13 @@ REFERENCES_SQL = {
 TICKETS_SQL = f"""
 SELECT id, title, description, status_id, CAST(priority AS CHAR) AS priority, department_id,
        requester_id, assignee_id, is_deleted,
-       DATE_FORMAT(created_at, {_ISO}) AS created_at, DATE_FORMAT(updated_at, {_ISO}) AS updated_at
+       DATE_FORMAT(created_at, {ISO}) AS created_at, DATE_FORMAT(updated_at, {ISO}) AS updated_at
 FROM tickets
 """
 CHILDREN_SQL = {
     "a": "SELECT ticket_id, id, filename, content_type, size_bytes FROM attachments",
     "t": "SELECT ticket_id, tag_id FROM ticket_tags",
-    "c": f"SELECT ticket_id, id, DATE_FORMAT(created_at, {_ISO}) FROM comments",
+    "c": f"SELECT ticket_id, id, DATE_FORMAT(created_at, {ISO}) FROM comments",
 }
 DIFF_LINES_MAX = 30
 
@@ -175,6 +175,4 @@ def diff_hidden_state(expected: HiddenState, stored: HiddenState) -> list[str]:
         if want_ids != have_ids:
             missing, extra = sorted(want_ids - have_ids)[:10], sorted(have_ids - want_ids)[:10]
             lines.append(f"{name}: missing tickets {missing}, extra tickets {extra}")
-    if len(lines) > DIFF_LINES_MAX:
-        lines = [*lines[:DIFF_LINES_MAX], f"... and {len(lines) - DIFF_LINES_MAX} more differences"]
-    return lines
+    return capped(lines, DIFF_LINES_MAX)

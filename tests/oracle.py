@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 
 # DATE_FORMAT's %f is always 6 digits: "2026-11-22T09:05:03.000120Z".
-_ISO = "'%Y-%m-%dT%H:%i:%s.%fZ'"
+ISO = "'%Y-%m-%dT%H:%i:%s.%fZ'"
 
 TICKETS_SQL = f"""
 SELECT t.id, t.title, t.description, CAST(t.priority AS CHAR) AS priority,
@@ -21,8 +21,8 @@ SELECT t.id, t.title, t.description, CAST(t.priority AS CHAR) AS priority,
        t.department_id, d.name AS department_name,
        t.requester_id, r.email AS requester_email, r.full_name AS requester_name,
        t.assignee_id, a.email AS assignee_email, a.full_name AS assignee_name,
-       DATE_FORMAT(t.created_at, {_ISO}) AS created_at,
-       DATE_FORMAT(t.updated_at, {_ISO}) AS updated_at
+       DATE_FORMAT(t.created_at, {ISO}) AS created_at,
+       DATE_FORMAT(t.updated_at, {ISO}) AS updated_at
 FROM tickets t
 LEFT JOIN ticket_statuses s ON s.id = t.status_id
 LEFT JOIN departments d ON d.id = t.department_id
@@ -44,7 +44,7 @@ ORDER BY a.ticket_id, a.id
 """
 COMMENTS_SQL = f"""
 SELECT c.ticket_id, COUNT(*) AS comment_count,
-       DATE_FORMAT(MAX(c.created_at), {_ISO}) AS last_comment_at
+       DATE_FORMAT(MAX(c.created_at), {ISO}) AS last_comment_at
 FROM comments c
 JOIN tickets t ON t.id = c.ticket_id AND t.is_deleted = 0
 GROUP BY c.ticket_id
@@ -132,10 +132,14 @@ def diff_documents(
     lines += [f"extra ticket {key}" for key in _ordered(actual.keys() - expected.keys())]
     for key in _ordered(expected.keys() & actual.keys()):
         lines += _field_differences(key, expected[key], actual[key])
-    if len(lines) > DIFF_LINES_MAX:
-        hidden = len(lines) - DIFF_LINES_MAX
-        lines = [*lines[:DIFF_LINES_MAX], f"... and {hidden} more differences"]
-    return lines
+    return capped(lines, DIFF_LINES_MAX)
+
+
+def capped(lines: list[str], max_lines: int) -> list[str]:
+    """The first ``max_lines`` lines, and how many more there were."""
+    if len(lines) <= max_lines:
+        return lines
+    return [*lines[:max_lines], f"... and {len(lines) - max_lines} more differences"]
 
 
 def _ordered(keys: set[str]) -> list[str]:
