@@ -13,6 +13,7 @@ import redis
 
 from cdc_worker import keys
 from cdc_worker.checkpoint import Checkpoint
+from cdc_worker.redis_tx import Transaction
 from cdc_worker.resync_jobs import Job, save_ops
 from cdc_worker.store import FenceLost, ReadModelLost
 from projections.projector import StoreOps
@@ -99,7 +100,7 @@ class RedisStore:
             except redis.WatchError:
                 raise FenceLost("checkpoint changed while the batch was applied") from None
 
-    def write_dead_letters(self, pipe: Any, ops: StoreOps) -> None:
+    def write_dead_letters(self, pipe: Transaction, ops: StoreOps) -> None:
         """Queue the batch's dead letters on the capped stream."""
         for letter in ops.dead_letters:
             fields = {"identity": letter.identity, "position": letter.position}
@@ -116,12 +117,12 @@ class RedisStore:
             pipe.watch(keys.builder(generation))
             if pipe.get(keys.builder(generation)) != token.encode():
                 raise FenceLost(f"generation {generation} is no longer ours (Redis restarted?)")
-            pipe.multi()
-            write_ops(pipe, generation, ops, keys.staging_documents(generation))
-            self.write_dead_letters(pipe, ops)
-            pipe.incr(keys.staged_writes(generation))
+            tx = Transaction()
+            write_ops(tx, generation, ops, keys.staging_documents(generation))
+            self.write_dead_letters(tx, ops)
+            tx.incr(keys.staged_writes(generation))
             try:
-                pipe.execute()
+                tx.execute(pipe.connection)
             except redis.WatchError:
                 raise FenceLost(f"generation {generation} changed hands while written") from None
 
@@ -237,22 +238,22 @@ class RedisBatch:
     ) -> None:
         """One MULTI/EXEC: the live generation, a resync's shadow generation (documents to
         its staging hash), the job's progress and the checkpoint."""
-        self.pipe.multi()
-        write_ops(self.pipe, self.generation, ops, keys.DOCUMENTS)
-        self.store.write_dead_letters(self.pipe, ops)
+        tx = Transaction()
+        write_ops(tx, self.generation, ops, keys.DOCUMENTS)
+        self.store.write_dead_letters(tx, ops)
         if shadow is not None:
             generation, shadow_ops = shadow
-            write_ops(self.pipe, generation, shadow_ops, keys.staging_documents(generation))
-            self.store.write_dead_letters(self.pipe, shadow_ops)
+            write_ops(tx, generation, shadow_ops, keys.staging_documents(generation))
+            self.store.write_dead_letters(tx, shadow_ops)
         if job is not None:
-            save_ops(self.pipe, job)
+            save_ops(tx, job)
         if checkpoint is not None:
-            self.pipe.set(keys.CHECKPOINT, checkpoint.encode())
-        self.pipe.execute()
+            tx.set(keys.CHECKPOINT, checkpoint.encode())
+        tx.execute(self.pipe.connection)
 
 
-def write_ops(pipe: Any, generation: int, ops: StoreOps, documents_key: str) -> None:
-    """Queue every write of ``ops`` on a pipeline."""
+def write_ops(pipe: Transaction, generation: int, ops: StoreOps, documents_key: str) -> None:
+    """Queue every write of ``ops`` on a transaction."""
     _write_hash(pipe, documents_key, ops.docs_put, ops.docs_deleted)
     _write_hash(pipe, keys.states(generation), ops.states_put, ops.states_deleted)
     for kind in REF_KINDS:
@@ -271,7 +272,7 @@ def write_ops(pipe: Any, generation: int, ops: StoreOps, documents_key: str) -> 
         _write_hash(pipe, name, ops.lookups_put.get(kind, {}), ops.lookups_deleted.get(kind, set()))
 
 
-def _write_hash(pipe: Any, name: str, puts: dict[Any, Any], deletes: set[Any]) -> None:
+def _write_hash(pipe: Transaction, name: str, puts: dict[Any, Any], deletes: set[Any]) -> None:
     if puts:
         pipe.hset(name, mapping={str(k): v for k, v in puts.items()})
     if deletes:

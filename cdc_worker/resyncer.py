@@ -26,8 +26,8 @@ from cdc_worker.reporting import record_dead_letters
 from cdc_worker.resync_jobs import Job
 from cdc_worker.resync_jobs import load as load_job
 from cdc_worker.snapshot import UNBOUNDED, open_snapshot
-from projections.changes import TICKETS
-from projections.projector import StoreOps, plan_reads, project, replace_tickets
+from projections.fresh import project_fresh
+from projections.projector import StoreOps, project, replace_tickets
 from projections.state import DEPARTMENT, Refs
 
 REPAIR_CHUNK = 1000
@@ -127,10 +127,9 @@ class Resyncer:
     def _copy_chunk(self, run: FullResync, checkpoint: Checkpoint) -> None:
         with open_snapshot(self.engine) as snapshot:
             chunk = snapshot.read_chunk(run.shadow.last_id, self.chunk_rows)
-        states = dict.fromkeys(plan_reads(chunk.changes).ticket_ids)
-        ops = project(chunk.changes, run.shadow.refs, states)
+        ops = project_fresh(chunk.parts, run.shadow.refs, chunk.label)
         ops.dead_letters.clear()  # the live generation has reported these rows already
-        tickets = sum(1 for change in chunk.changes if change.table == TICKETS)
+        tickets = chunk.tickets
         job = run.job.with_(last_id=chunk.last_id, tickets_done=run.job.tickets_done + tickets)
         self._commit(checkpoint, run.shadow.generation, ops, job)
         run.job, run.shadow.last_id = job, chunk.last_id

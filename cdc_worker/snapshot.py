@@ -51,11 +51,23 @@ ChunkRows = tuple[int, int, list[tuple[str, Rows]]]  # first id, last id, rows b
 
 @dataclass(frozen=True, slots=True)
 class TicketChunk:
-    """One chunk of tickets with their children, and the id range it covers."""
+    """One chunk of tickets with their children (rows by table: tickets first), the id range
+    it covers, and the snapshot it was read in."""
 
-    changes: list[RowChange]
+    parts: list[tuple[str, Rows]]
     first_id: int
     last_id: int
+    label: str
+
+    @property
+    def changes(self) -> list[RowChange]:
+        """The chunk's rows as insert changes, in order."""
+        return [c for table, rows in self.parts for c in as_changes(table, rows, self.label)]
+
+    @property
+    def tickets(self) -> int:
+        """Ticket rows in the chunk."""
+        return sum(len(rows) for table, rows in self.parts if table == TICKETS)
 
 
 def as_changes(table: str, rows: Rows, label: str) -> list[RowChange]:
@@ -65,10 +77,9 @@ def as_changes(table: str, rows: Rows, label: str) -> list[RowChange]:
 
 
 def as_ticket_chunk(chunk: ChunkRows, label: str) -> TicketChunk:
-    """A chunk's rows as insert changes."""
+    """A chunk's rows, labelled with their snapshot."""
     first_id, last_id, parts = chunk
-    changes = [c for table, rows in parts for c in as_changes(table, rows, label)]
-    return TicketChunk(changes, first_id, last_id)
+    return TicketChunk(parts, first_id, last_id, label)
 
 
 class Snapshot:

@@ -25,7 +25,8 @@ from cdc_worker.reporting import record_dead_letters
 from cdc_worker.snapshot import Snapshot, open_snapshot
 from cdc_worker.snapshot_reader import ProcessSnapshot, open_process_snapshot
 from cdc_worker.store import FenceLost
-from projections.projector import StoreOps, plan_reads, project
+from projections.fresh import project_fresh
+from projections.projector import StoreOps, project
 from projections.state import Refs
 
 
@@ -119,9 +120,8 @@ class Snapshotter:
         for chunk in snapshot.ticket_chunks(self.chunk_rows):
             if stopping.is_set():
                 return None
-            states = dict.fromkeys(plan_reads(chunk.changes).ticket_ids)
-            self._write(generation, project(chunk.changes, refs, states))
-            done += sum(1 for c in chunk.changes if c.table == "tickets")
+            self._write(generation, project_fresh(chunk.parts, refs, chunk.label))
+            done += chunk.tickets
             if time.monotonic() - last_log_s >= 2:
                 last_log_s = time.monotonic()
                 self.log.info("snapshot progress", tickets_done=done, tickets_total=total)

@@ -156,18 +156,18 @@ def _collect_tickets(ws: Workspace, ops: StoreOps, position: str) -> None:
             continue
         # Loaded, untouched (a fan-out candidate): only a renamed reference rebuilds it.
         if _shows_changed_ref(old, changed_refs):
-            _put_document(ticket_id, old, ws.refs, ops, position)
+            put_document(ticket_id, old, ws.refs, ops, position)
     for ticket_id, new in ws.current.items():
         old = ws.original.get(ticket_id)
         if new != old:
-            _put_state(ticket_id, new, ops)
+            put_state(ticket_id, new, ops)
             _diff_index(ticket_id, old, new, ops)
             old_links = old.links() if old else set()
             new_links = new.links() if new else set()
             _diff(ticket_id, old_links, new_links, ops.links_added, ops.links_removed)
         elif ticket_id not in ws.forced and not _shows_changed_ref(new, changed_refs):
             continue  # unchanged, and nothing it shows was renamed
-        _put_document(ticket_id, new, ws.refs, ops, position)
+        put_document(ticket_id, new, ws.refs, ops, position)
 
 
 def _shows_changed_ref(state: TicketState | None, changed_refs: set[LinkKey]) -> bool:
@@ -175,7 +175,8 @@ def _shows_changed_ref(state: TicketState | None, changed_refs: set[LinkKey]) ->
     return bool(changed_refs) and state is not None and not state.links().isdisjoint(changed_refs)
 
 
-def _put_state(ticket_id: int, state: TicketState | None, ops: StoreOps) -> None:
+def put_state(ticket_id: int, state: TicketState | None, ops: StoreOps) -> None:
+    """Store the ticket's state, or delete it when nothing is known of the ticket any more."""
     if state is None or state.is_empty():
         ops.states_deleted.add(ticket_id)
         ops.states[ticket_id] = None
@@ -205,9 +206,10 @@ def _diff(
         removed.setdefault(key, set()).add(ticket_id)
 
 
-def _put_document(
+def put_document(
     ticket_id: int, state: TicketState | None, refs: Refs, ops: StoreOps, position: str
 ) -> None:
+    """Write the ticket's document (or delete it), dead-lettering any reference it lacks."""
     doc, problems = build_document(state, refs) if state else (None, [])
     if doc is None:
         ops.docs_deleted.add(ticket_id)
