@@ -111,7 +111,13 @@ def bootstrap(settings: Settings, info: ServerInfo) -> App:
         settings.snapshot_chunk_rows,
         read_in_child=settings.binlog_reader == "process",
     )
-    resyncer = Resyncer(engine, store, metrics, settings.snapshot_chunk_rows)
+    resyncer = Resyncer(
+        engine,
+        store,
+        metrics,
+        settings.snapshot_chunk_rows,
+        read_in_child=settings.binlog_reader == "process",
+    )
     worker = Worker(
         store,
         snapshotter,

@@ -19,13 +19,14 @@ from sqlalchemy import Engine
 
 from cdc_worker import keys
 from cdc_worker.checkpoint import Checkpoint, Position
+from cdc_worker.chunk_reader import ChunkReader
 from cdc_worker.metrics import WorkerMetrics
 from cdc_worker.pipeline import Shadow
 from cdc_worker.redis_store import RedisStore
 from cdc_worker.reporting import record_dead_letters
 from cdc_worker.resync_jobs import Job
 from cdc_worker.resync_jobs import load as load_job
-from cdc_worker.snapshot import UNBOUNDED, open_snapshot
+from cdc_worker.snapshot import UNBOUNDED, TicketChunk, open_snapshot
 from projections.fresh import project_fresh
 from projections.projector import StoreOps, project, replace_tickets
 from projections.state import DEPARTMENT, Refs
@@ -34,23 +35,42 @@ REPAIR_CHUNK = 1000
 
 
 class FullResync:
-    """A full resync in progress: its job and its shadow generation."""
+    """A full resync in progress: its job, its shadow generation and its chunk reader."""
 
     def __init__(self, job: Job, shadow: Shadow) -> None:
         self.job = job
         self.shadow = shadow
+        self.reader: ChunkReader | None = None
+
+    @property
+    def reading_ahead(self) -> bool:
+        """True while the next chunk is being read: until it is committed, no stream batch
+        may be applied (the chunk's snapshot must not be older than what was applied)."""
+        return self.reader is not None and self.reader.in_flight
+
+    def close(self) -> None:
+        """Stop the chunk reader, if any (a chunk read ahead is dropped: it was not applied)."""
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
 
 
 class Resyncer:
     """Starts, advances, resumes and finishes resync jobs."""
 
     def __init__(
-        self, engine: Engine, store: RedisStore, metrics: WorkerMetrics, chunk_rows: int
+        self,
+        engine: Engine,
+        store: RedisStore,
+        metrics: WorkerMetrics,
+        chunk_rows: int,
+        read_in_child: bool = True,
     ) -> None:
         self.engine = engine
         self.store = store
         self.metrics = metrics
         self.chunk_rows = chunk_rows
+        self.read_in_child = read_in_child  # and ahead, when the worker allows it
         self.log: Any = structlog.get_logger("cdc_worker.resync")
 
     def next_job(self) -> Job | None:
@@ -89,17 +109,22 @@ class Resyncer:
         )
         return FullResync(job, Shadow(job.generation, refs, job.last_id, job.refs_done))
 
-    def step(self, run: FullResync, checkpoint: Checkpoint) -> bool:
-        """Copy the references or one chunk of tickets; True when the copy is complete."""
+    def step(self, run: FullResync, checkpoint: Checkpoint, read_ahead: bool = False) -> bool:
+        """Copy the references or one chunk of tickets; True when the copy is complete.
+
+        With ``read_ahead``, the next chunk's snapshot is opened now and read while this one
+        is projected: the caller must apply no stream batch before the next step.
+        """
         if not run.shadow.refs_done:
             self._copy_refs(run, checkpoint)
             return False
-        self._copy_chunk(run, checkpoint)
+        self._copy_chunk(run, checkpoint, read_ahead)
         return run.shadow.last_id == UNBOUNDED
 
     def finish_full(self, run: FullResync, checkpoint: Checkpoint) -> Checkpoint:
         """Swap generation N+1 in, with the same position; returns the new checkpoint."""
         new = Checkpoint(run.shadow.generation, checkpoint.position, checkpoint.committed_at_s)
+        run.close()
         self.store.swap_in(new, checkpoint)
         self.store.drop_generation(checkpoint.generation)
         self._finish(run.job, "done")
@@ -113,6 +138,7 @@ class Resyncer:
 
     def abandon(self, run: FullResync, error: str) -> None:
         """Give a full resync up (its generation is dropped when the next one starts)."""
+        run.close()
         self._finish(run.job.with_(error=error[:500]), "failed")
 
     def _copy_refs(self, run: FullResync, checkpoint: Checkpoint) -> None:
@@ -124,9 +150,8 @@ class Resyncer:
         self._commit(checkpoint, run.shadow.generation, ops, job)
         run.job, run.shadow.refs_done = job, True
 
-    def _copy_chunk(self, run: FullResync, checkpoint: Checkpoint) -> None:
-        with open_snapshot(self.engine) as snapshot:
-            chunk = snapshot.read_chunk(run.shadow.last_id, self.chunk_rows)
+    def _copy_chunk(self, run: FullResync, checkpoint: Checkpoint, read_ahead: bool) -> None:
+        chunk = self._read_chunk(run, read_ahead)
         ops = project_fresh(chunk.parts, run.shadow.refs, chunk.label)
         ops.dead_letters.clear()  # the live generation has reported these rows already
         tickets = chunk.tickets
@@ -134,6 +159,21 @@ class Resyncer:
         self._commit(checkpoint, run.shadow.generation, ops, job)
         run.job, run.shadow.last_id = job, chunk.last_id
         self.metrics.resync_tickets.labels(kind="full").inc(tickets)
+
+    def _read_chunk(self, run: FullResync, read_ahead: bool) -> TicketChunk:
+        """The chunk after ``last_id``, each in a snapshot of its own opened no earlier than
+        the last stream batch; with ``read_ahead``, the next one is asked for at once."""
+        if not self.read_in_child:
+            with open_snapshot(self.engine) as snapshot:
+                return snapshot.read_chunk(run.shadow.last_id, self.chunk_rows)
+        if run.reader is None:
+            run.reader = ChunkReader(self.engine, self.chunk_rows)
+        if not run.reader.in_flight:
+            run.reader.request(run.shadow.last_id)
+        chunk = run.reader.take()
+        if read_ahead and chunk.last_id != UNBOUNDED:
+            run.reader.request(chunk.last_id)
+        return chunk
 
     def _commit(self, checkpoint: Checkpoint, generation: int, ops: StoreOps, job: Job) -> None:
         with self.store.batch(checkpoint) as tx:

@@ -57,7 +57,12 @@ class TicketChunk:
     parts: list[tuple[str, Rows]]
     first_id: int
     last_id: int
-    label: str
+    position: Position  # of the snapshot it was read in
+
+    @property
+    def label(self) -> str:
+        """Where its rows come from, for dead letters."""
+        return snapshot_label(self.position)
 
     @property
     def changes(self) -> list[RowChange]:
@@ -76,10 +81,15 @@ def as_changes(table: str, rows: Rows, label: str) -> list[RowChange]:
     return [new(table, op, None, row, label) for row in rows]
 
 
-def as_ticket_chunk(chunk: ChunkRows, label: str) -> TicketChunk:
-    """A chunk's rows, labelled with their snapshot."""
+def snapshot_label(position: Position) -> str:
+    """The source position of a snapshot's rows, as dead letters show it."""
+    return f"snapshot at {position}"
+
+
+def as_ticket_chunk(chunk: ChunkRows, position: Position) -> TicketChunk:
+    """A chunk's rows, with the position of the snapshot they were read in."""
     first_id, last_id, parts = chunk
-    return TicketChunk(parts, first_id, last_id, label)
+    return TicketChunk(parts, first_id, last_id, position)
 
 
 class Snapshot:
@@ -88,7 +98,7 @@ class Snapshot:
     def __init__(self, connection: Connection, position: Position) -> None:
         self.connection = connection
         self.position = position
-        self.label = f"snapshot at {position}"
+        self.label = snapshot_label(position)
 
     def reference_rows(self, chunk_rows: int) -> Iterator[tuple[str, Rows]]:
         """Reference tables' rows, streamed with a server-side cursor."""
@@ -118,11 +128,11 @@ class Snapshot:
     def ticket_chunks(self, chunk_rows: int, after_id: int = 0) -> Iterator[TicketChunk]:
         """Tickets in id order, ``chunk_rows`` at a time, each with its children."""
         for chunk in self.ticket_row_chunks(chunk_rows, after_id):
-            yield as_ticket_chunk(chunk, self.label)
+            yield as_ticket_chunk(chunk, self.position)
 
     def read_chunk(self, after_id: int, chunk_rows: int) -> TicketChunk:
         """One chunk of ``ticket_chunks``."""
-        return as_ticket_chunk(self.read_chunk_rows(after_id, chunk_rows), self.label)
+        return as_ticket_chunk(self.read_chunk_rows(after_id, chunk_rows), self.position)
 
     def read_chunk_rows(self, after_id: int, chunk_rows: int) -> ChunkRows:
         """Tickets with ids in (after_id, last_id] and their children; the last chunk of the

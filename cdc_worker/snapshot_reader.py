@@ -24,7 +24,13 @@ from sqlalchemy import Engine
 
 from cdc_worker.checkpoint import Position
 from cdc_worker.reader_process import portable, prepare_child
-from cdc_worker.snapshot import TicketChunk, as_changes, as_ticket_chunk, open_snapshot
+from cdc_worker.snapshot import (
+    TicketChunk,
+    as_changes,
+    as_ticket_chunk,
+    open_snapshot,
+    snapshot_label,
+)
 from projections.changes import RowChange
 
 WAIT_S = 1.0
@@ -38,7 +44,7 @@ class ProcessSnapshot:
         self._process = process
         self._ahead: tuple[Any, ...] | None = None
         self.position = position
-        self.label = f"snapshot at {position}"
+        self.label = snapshot_label(position)
         self._tickets = tickets
 
     def count_tickets(self) -> int:
@@ -55,13 +61,13 @@ class ProcessSnapshot:
         """Tickets in id order, with their children, as the child read them."""
         while self._peek()[0] == "chunk":
             _, first_id, last_id, parts = self._take()
-            yield as_ticket_chunk((first_id, last_id, parts), self.label)
+            yield as_ticket_chunk((first_id, last_id, parts), self.position)
         if (kind := self._take()[0]) != "end":
             raise RuntimeError(f"the snapshot reader sent {kind!r} out of order")
 
     def _peek(self) -> tuple[Any, ...]:
         if self._ahead is None:
-            self._ahead = _receive(self._messages, self._process)
+            self._ahead = receive(self._messages, self._process)
         return self._ahead
 
     def _take(self) -> tuple[Any, ...]:
@@ -69,7 +75,7 @@ class ProcessSnapshot:
         return message
 
 
-def _receive(messages: Any, process: Any) -> tuple[Any, ...]:
+def receive(messages: Any, process: Any) -> tuple[Any, ...]:
     """The child's next message; its error raised; its death (even mid-message) an error."""
     while not messages.poll(WAIT_S):
         if not process.is_alive():
@@ -99,7 +105,7 @@ def open_process_snapshot(engine: Engine, chunk_rows: int) -> Iterator[ProcessSn
     process.start()
     sender.close()  # the child's end: closed here, the pipe ends when the child does
     try:
-        _, position, tickets = _receive(messages, process)
+        _, position, tickets = receive(messages, process)
         yield ProcessSnapshot(messages, process, Position(*position), tickets)
     finally:
         with contextlib.suppress(ProcessLookupError):

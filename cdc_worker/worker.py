@@ -50,6 +50,10 @@ RECOVERABLE = (
     OSError,
 )
 IDLE_WAIT_S = 0.5
+# A full resync reads its next chunk while projecting this one, and holds stream batches back
+# meanwhile (see resyncer): for at most this long at a time, which bounds the live model's
+# extra lag during a resync.
+RESYNC_STREAM_EVERY_S = 1.0
 IDLE_CHECKPOINT_EVERY_S = 1.0
 HEARTBEAT_EVERY_S = 1.0
 HEARTBEAT_TTL_S = 30
@@ -197,16 +201,29 @@ class Worker:
             reader.stop()
 
     def _stream(self, session: Session) -> None:
-        while not self.stopping.is_set():
-            self.last_loop_s = time.monotonic()
-            wait_s = 0.0 if session.resync else IDLE_WAIT_S  # a resync works between batches
-            chunks = session.reader.next_batch(self.source.batch_max_rows, wait_s)
-            if chunks:
-                self._apply(session, chunks)
+        streamed_s = time.monotonic()
+        try:
+            while not self.stopping.is_set():
+                self.last_loop_s = time.monotonic()
+                if session.resync is None or not session.resync.reading_ahead:
+                    self._stream_batch(session)
+                    streamed_s = time.monotonic()
+                if session.resync:
+                    # Reading a resync's chunks ahead holds the stream back: let it through
+                    # at least every RESYNC_STREAM_EVERY_S.
+                    read_ahead = time.monotonic() - streamed_s < RESYNC_STREAM_EVERY_S
+                    self._resync_step(session, session.resync, read_ahead)
+                self._idle_duties(session)
+            self._flush_pending(session)
+        finally:
             if session.resync:
-                self._resync_step(session, session.resync)
-            self._idle_duties(session)
-        self._flush_pending(session)
+                session.resync.close()
+
+    def _stream_batch(self, session: Session) -> None:
+        wait_s = 0.0 if session.resync else IDLE_WAIT_S  # a resync works between batches
+        chunks = session.reader.next_batch(self.source.batch_max_rows, wait_s)
+        if chunks:
+            self._apply(session, chunks)
 
     def _apply(self, session: Session, chunks: list[Chunk]) -> None:
         started = time.perf_counter()
@@ -303,8 +320,8 @@ class Worker:
             session.cache.forget(repaired)
             session.repaired.update(repaired)
 
-    def _resync_step(self, session: Session, run: FullResync) -> None:
-        if not self.resyncer.step(run, session.checkpoint):
+    def _resync_step(self, session: Session, run: FullResync, read_ahead: bool) -> None:
+        if not self.resyncer.step(run, session.checkpoint, read_ahead):
             return
         self._flush_pending(session)
         session.checkpoint = self.resyncer.finish_full(run, session.checkpoint)

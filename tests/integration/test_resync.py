@@ -11,14 +11,18 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import orjson
+import pytest
 import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from cdc_worker import keys
+from cdc_worker import worker as worker_loop
 from cdc_worker.api import create_app
+from cdc_worker.checkpoint import Position
 from cdc_worker.loadgen import run_workload
 from cdc_worker.localservers import MariaDBServer, free_port
 from cdc_worker.models import Base
@@ -99,6 +103,57 @@ def test_a_full_resync_under_writes_never_shows_readers_a_missing_or_partial_mod
     assert reader.problems == []
     assert reader.reads / elapsed > 50, f"only {reader.reads} reads in {elapsed:.1f} s"
     assert app.metrics.resyncs.labels(kind="full", outcome="done")._value.get() == 1
+
+
+def test_reading_chunks_ahead_never_commits_one_older_than_what_the_stream_applied(
+    source_db: SourceDatabase, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk read at snapshot P, committed when the stream has applied up to S > P, lost
+    the changes between to its tickets: reading ahead must hold stream batches back."""
+    monkeypatch.setattr(worker_loop, "RESYNC_STREAM_EVERY_S", 0.02)  # stream often meanwhile
+    seed(source_db.engine, 600, seed=5)
+    with worker_thread(source_db.cdc_url, redis_url, snapshot_chunk_rows=50) as app:
+        wait_synced(source_db.engine, redis_url)
+        resyncer = app.worker.resyncer
+        read: list[tuple[Position, bool]] = []
+        committed: list[tuple[Position, bool, Position]] = []
+        read_chunk, commit = resyncer._read_chunk, resyncer._commit
+
+        def reading(run: Any, read_ahead: bool) -> Any:
+            chunk = read_chunk(run, read_ahead)
+            read.append((chunk.position, read_ahead))
+            if run.reading_ahead:  # change a ticket of the chunk being read, once read
+                time.sleep(0.05)
+                with source_db.engine.begin() as conn:
+                    conn.execute(
+                        text(
+                            "UPDATE tickets SET title = CONCAT(title, '!') "
+                            "WHERE id > :after ORDER BY id LIMIT 1"
+                        ),
+                        {"after": chunk.last_id},
+                    )
+                time.sleep(0.1)  # long enough for the binlog reader to have it
+            return chunk
+
+        def committing(checkpoint: Any, *args: Any) -> None:
+            if read:  # a chunk (not the references)
+                committed.append((*read.pop(), checkpoint.position))
+            commit(checkpoint, *args)
+
+        resyncer._read_chunk, resyncer._commit = reading, committing  # type: ignore[method-assign]
+        job = enqueue(app.redis_client, new_job("full"))
+        finished = wait_job(app.redis_client, job.id)
+        wait_synced(source_db.engine, redis_url)
+    assert finished.state == "done"
+    assert len(committed) == 13  # 600 tickets, 50 a chunk, and the empty end of the table
+    assert sum(ahead for _, ahead, _ in committed) > 5  # most chunks asked for the next
+    assert len({at(applied) for _, _, applied in committed}) > 5  # the stream went on
+    stale = [(str(p), str(s)) for p, _, s in committed if at(p) < at(s)]
+    assert stale == []
+
+
+def at(position: Position) -> tuple[str, int]:
+    return position.log_file, position.log_pos
 
 
 def metric(port: int, name: str) -> float:

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import ProgrammingError
 
+from cdc_worker.chunk_reader import ChunkReader
 from cdc_worker.seed import seed
 from cdc_worker.snapshot import open_snapshot
 from cdc_worker.snapshot_reader import open_process_snapshot
@@ -88,4 +89,54 @@ def test_a_killed_child_is_a_connection_error_and_nothing_is_left_behind(
         assert time.monotonic() - started < 30
         assert not child.is_alive()
     finally:
+        engine.dispose()
+
+
+def test_a_resync_chunk_read_ahead_holds_what_the_worker_would_read_and_its_errors(
+    source_db: SourceDatabase,
+) -> None:
+    seed(source_db.engine, 120)
+    engine = create_engine(source_db.cdc_url)
+    reader = ChunkReader(engine, 50)
+    try:
+        reader.request(0)
+        first = reader.take()
+        reader.request(first.last_id)
+        second = reader.take()
+        with open_snapshot(engine) as snapshot:
+            here = [snapshot.read_chunk(0, 50), snapshot.read_chunk(first.last_id, 50)]
+        assert [(c.first_id, c.last_id, c.parts) for c in (first, second)] == [
+            (c.first_id, c.last_id, c.parts) for c in here
+        ]
+        assert first.position == here[0].position  # no write between: the same snapshot
+        with source_db.engine.begin() as conn:
+            conn.execute(text("RENAME TABLE comments TO comments_gone"))
+        reader.request(second.last_id)
+        with pytest.raises(ProgrammingError, match="comments"):
+            reader.take()
+    finally:
+        reader.close()
+        engine.dispose()
+        with source_db.engine.begin() as conn:
+            conn.execute(text("RENAME TABLE comments_gone TO comments"))
+
+
+def test_a_killed_chunk_reader_is_a_connection_error_not_a_hang(
+    source_db: SourceDatabase,
+) -> None:
+    seed(source_db.engine, 30)
+    engine = create_engine(source_db.cdc_url)
+    reader = ChunkReader(engine, 10)
+    try:
+        reader.request(0)
+        os.kill(reader._process.pid, signal.SIGKILL)  # type: ignore[arg-type]  # mid-read
+        started = time.monotonic()
+        with pytest.raises(pymysql.err.OperationalError, match="died"):
+            reader.take()
+        assert time.monotonic() - started < 30
+        reader._process.join(5)
+        with pytest.raises(pymysql.err.OperationalError, match="died"):  # dead, asked again
+            reader.request(10)
+    finally:
+        reader.close()
         engine.dispose()

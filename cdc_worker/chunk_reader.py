@@ -1,0 +1,87 @@
+"""A full resync's chunks, read ahead by a forked child while the worker projects the last one.
+
+A resync reads each chunk in a consistent snapshot of its own, and a chunk is only valid if
+its snapshot is not older than what the worker has applied when the chunk is committed (see
+``resyncer``). So the worker asks for the next chunk only when it will apply no stream batch
+before committing it; the child opens that chunk's snapshot at once and reads it while the
+worker projects and commits the previous chunk. Reading (pymysql parsing rows) and projecting
+each take about one core, so together they use both.
+
+The child serves one request at a time, dies with the thread that forked it, is killed when
+closed, and hands its errors to the worker (raised there as they were).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+from typing import Any
+
+import pymysql
+from sqlalchemy import Engine
+
+from cdc_worker.checkpoint import Position
+from cdc_worker.reader_process import portable, prepare_child
+from cdc_worker.snapshot import TicketChunk, as_ticket_chunk, open_snapshot
+from cdc_worker.snapshot_reader import receive
+
+
+class ChunkReader:
+    """Reads one chunk at a time in a child process: ``request``, then ``take``."""
+
+    def __init__(self, engine: Engine, chunk_rows: int) -> None:
+        context = multiprocessing.get_context("fork")
+        child_requests, self._requests = context.Pipe(duplex=False)
+        self._replies, child_replies = context.Pipe(duplex=False)
+        self._process = context.Process(
+            target=_child_main,
+            args=(engine, chunk_rows, child_requests, child_replies),
+            name="resync-chunk-reader",
+        )
+        self._process.daemon = True
+        self._process.start()
+        child_requests.close()  # the child's ends: the pipes end when the child does
+        child_replies.close()
+        self.in_flight = False
+
+    def request(self, after_id: int) -> None:
+        """Ask for the chunk after ``after_id``; its snapshot is opened now."""
+        assert not self.in_flight, "one chunk at a time"
+        try:
+            self._requests.send(after_id)
+        except OSError:  # the child is gone: as if it died reading
+            raise pymysql.err.OperationalError(2013, "the chunk reader process died") from None
+        self.in_flight = True
+
+    def take(self) -> TicketChunk:
+        """The requested chunk, labelled with its snapshot's position (waits for it)."""
+        assert self.in_flight, "nothing was requested"
+        self.in_flight = False
+        _, position, rows = receive(self._replies, self._process)
+        return as_ticket_chunk(rows, Position(*position))
+
+    def close(self) -> None:
+        """Kill the child (a chunk in flight is dropped)."""
+        with contextlib.suppress(ProcessLookupError):
+            self._process.kill()
+        self._process.join(5)
+        self._requests.close()
+        self._replies.close()
+        self.in_flight = False
+
+
+def _child_main(engine: Engine, chunk_rows: int, requests: Any, replies: Any) -> None:
+    prepare_child()
+    engine.dispose(close=False)  # the parent's pooled connections stay the parent's
+    try:
+        while True:
+            after_id = requests.recv()
+            with open_snapshot(engine) as snapshot:
+                p = snapshot.position
+                rows = snapshot.read_chunk_rows(after_id, chunk_rows)
+            replies.send(("chunk", (p.log_file, p.log_pos, p.gtid), rows))
+    except EOFError:  # the worker closed its end: done
+        pass
+    except BaseException as exc:  # handed to the worker, which decides
+        replies.send(("error", portable(exc, "resync chunk reader")))
+    replies.close()
