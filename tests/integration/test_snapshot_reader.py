@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pymysql
 import pytest
@@ -54,20 +56,28 @@ def test_the_child_reads_exactly_what_the_worker_would(source_db: SourceDatabase
     assert any(c[1] == {"ticket_id": 999999, "tag_id": 1} for c in here[3][-1][2])
 
 
+@contextmanager
+def comments_table_gone(source_db: SourceDatabase) -> Iterator[None]:
+    """The comments table renamed away (reading it fails) until the block ends."""
+    with source_db.engine.begin() as conn:
+        conn.execute(text("RENAME TABLE comments TO comments_gone"))
+    try:
+        yield
+    finally:
+        with source_db.engine.begin() as conn:
+            conn.execute(text("RENAME TABLE comments_gone TO comments"))
+
+
 def test_a_read_error_in_the_child_is_raised_in_the_worker_as_it_was(
     source_db: SourceDatabase,
 ) -> None:
     seed(source_db.engine, 5)
-    with source_db.engine.begin() as conn:
-        conn.execute(text("RENAME TABLE comments TO comments_gone"))
     engine = create_engine(source_db.cdc_url)
     try:
-        with pytest.raises(ProgrammingError, match="comments"):
+        with comments_table_gone(source_db), pytest.raises(ProgrammingError, match="comments"):
             _read_all_in_child(engine, 50)
     finally:
         engine.dispose()
-        with source_db.engine.begin() as conn:
-            conn.execute(text("RENAME TABLE comments_gone TO comments"))
 
 
 def test_a_killed_child_is_a_connection_error_and_nothing_is_left_behind(
@@ -109,16 +119,13 @@ def test_a_resync_chunk_read_ahead_holds_what_the_worker_would_read_and_its_erro
             (c.first_id, c.last_id, c.parts) for c in here
         ]
         assert first.position == here[0].position  # no write between: the same snapshot
-        with source_db.engine.begin() as conn:
-            conn.execute(text("RENAME TABLE comments TO comments_gone"))
-        reader.request(second.last_id)
-        with pytest.raises(ProgrammingError, match="comments"):
-            reader.take()
+        with comments_table_gone(source_db):
+            reader.request(second.last_id)
+            with pytest.raises(ProgrammingError, match="comments"):
+                reader.take()
     finally:
         reader.close()
         engine.dispose()
-        with source_db.engine.begin() as conn:
-            conn.execute(text("RENAME TABLE comments_gone TO comments"))
 
 
 def test_a_killed_chunk_reader_is_a_connection_error_not_a_hang(
