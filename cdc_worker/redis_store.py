@@ -264,7 +264,7 @@ def write_ops(pipe: Transaction, generation: int, ops: StoreOps, documents_key: 
     for (kind, ref_id), ids in ops.links_removed.items():
         pipe.srem(keys.link(generation, kind, ref_id), *ids)
     for (field, value), ids in ops.index_added.items():
-        pipe.zadd(keys.index(generation, field, value), {str(i): i for i in ids})
+        pipe.zadd_ids(keys.index(generation, field, value), ids)
     for (field, value), ids in ops.index_removed.items():
         pipe.zrem(keys.index(generation, field, value), *ids)
     for kind in set(ops.lookups_put) | set(ops.lookups_deleted):

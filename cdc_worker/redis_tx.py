@@ -12,6 +12,7 @@ locking works as before: EXEC's nil reply raises ``WatchError``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import hiredis
@@ -56,11 +57,11 @@ class Transaction:
         """SREM name member [member ...]."""
         self._queue("SREM", name, *members)
 
-    def zadd(self, name: str, mapping: dict[Any, float]) -> None:
-        """ZADD name score member [score member ...]; ``mapping`` is member -> score."""
+    def zadd_ids(self, name: str, ids: Iterable[int]) -> None:
+        """ZADD name id id [id id ...]: ids as members scored by themselves."""
         args: list[Any] = ["ZADD", name]
-        for member, score in mapping.items():
-            args += (score, member)
+        for i in ids:
+            args += (i, i)
         self._queue(*args)
 
     def zrem(self, name: str, *members: Any) -> None:
