@@ -1,8 +1,9 @@
 """MULTI/EXEC packed by hand: the commands of one transaction as one buffer of RESP.
 
 A snapshot chunk or a catch-up batch queues thousands of commands in one transaction.
-redis-py packs each through several Python layers (0.9 of the 1.0 s it spent packing 70,000
-commands went to its wrappers around hiredis) and parses each QUEUED reply the same way.
+redis-py packs each through several Python layers (in a profile of a snapshot build it took
+1.03 s to pack 70,000 commands, 0.21 s of it in hiredis) and parses each QUEUED reply the same
+way.
 Here each command is packed by hiredis as it is queued, the whole transaction leaves in one
 ``sendall``, and the replies are read straight off the connection.
 
