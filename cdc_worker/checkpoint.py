@@ -15,6 +15,10 @@ class Position:
     log_pos: int
     gtid: str | None = None
 
+    def precedes(self, other: Position) -> bool:
+        """True when this position comes before ``other`` in the same server's binlog."""
+        return _order(self) < _order(other)
+
     def __str__(self) -> str:
         base = f"{self.log_file}:{self.log_pos}"
         return f"{base} gtid={self.gtid}" if self.gtid else base
@@ -41,3 +45,11 @@ class Checkpoint:
     def advanced(self, position: Position, committed_at_s: float) -> Checkpoint:
         """The same generation at a later commit."""
         return replace(self, position=position, committed_at_s=committed_at_s)
+
+
+def _order(position: Position) -> tuple[str, int, int]:
+    """Sort key: the file's base name, its number (``.000999`` before ``.1000000``), offset."""
+    base, _, number = position.log_file.rpartition(".")
+    if number.isdigit():
+        return base, int(number), position.log_pos
+    return position.log_file, 0, position.log_pos

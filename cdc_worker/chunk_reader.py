@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-from typing import Any
+import os
+from multiprocessing.connection import Connection
 
 import pymysql
 from sqlalchemy import Engine
@@ -25,6 +26,8 @@ from cdc_worker.reader_process import portable, prepare_child
 from cdc_worker.snapshot import TicketChunk, as_ticket_chunk, open_snapshot
 from cdc_worker.snapshot_reader import receive
 
+NAME = "resync chunk reader"
+
 
 class ChunkReader:
     """Reads one chunk at a time in a child process: ``request``, then ``take``."""
@@ -33,10 +36,9 @@ class ChunkReader:
         context = multiprocessing.get_context("fork")
         child_requests, self._requests = context.Pipe(duplex=False)
         self._replies, child_replies = context.Pipe(duplex=False)
+        ends = (child_requests, child_replies, (self._requests, self._replies), os.getpid())
         self._process = context.Process(
-            target=_child_main,
-            args=(engine, chunk_rows, child_requests, child_replies),
-            name="resync-chunk-reader",
+            target=_child_main, args=(engine, chunk_rows, *ends), name="resync-chunk-reader"
         )
         self._process.daemon = True
         self._process.start()
@@ -46,18 +48,20 @@ class ChunkReader:
 
     def request(self, after_id: int) -> None:
         """Ask for the chunk after ``after_id``; its snapshot is opened now."""
-        assert not self.in_flight, "one chunk at a time"
+        if self.in_flight:
+            raise RuntimeError("one chunk at a time: take the one asked for first")
         try:
             self._requests.send(after_id)
         except OSError:  # the child is gone: as if it died reading
-            raise pymysql.err.OperationalError(2013, "the chunk reader process died") from None
+            raise pymysql.err.OperationalError(2013, f"the {NAME} process died") from None
         self.in_flight = True
 
     def take(self) -> TicketChunk:
         """The requested chunk, labelled with its snapshot's position (waits for it)."""
-        assert self.in_flight, "nothing was requested"
+        if not self.in_flight:
+            raise RuntimeError("no chunk was asked for")
         self.in_flight = False
-        _, position, rows = receive(self._replies, self._process)
+        _, position, rows = receive(self._replies, self._process, NAME)
         return as_ticket_chunk(rows, Position(*position))
 
     def close(self) -> None:
@@ -65,17 +69,26 @@ class ChunkReader:
         with contextlib.suppress(ProcessLookupError):
             self._process.kill()
         self._process.join(5)
+        self._process.close()
         self._requests.close()
         self._replies.close()
         self.in_flight = False
 
 
-def _child_main(engine: Engine, chunk_rows: int, requests: Any, replies: Any) -> None:
+def _child_main(
+    engine: Engine,
+    chunk_rows: int,
+    requests: Connection,
+    replies: Connection,
+    parents_ends: tuple[Connection, Connection],
+    parent_pid: int,
+) -> None:
     prepare_child()
+    for end in parents_ends:  # else the pipes never end: the child holds both sides
+        end.close()
     engine.dispose(close=False)  # the parent's pooled connections stay the parent's
     try:
-        while True:
-            after_id = requests.recv()
+        while (after_id := _next_request(requests, parent_pid)) is not None:
             with open_snapshot(engine) as snapshot:
                 p = snapshot.position
                 rows = snapshot.read_chunk_rows(after_id, chunk_rows)
@@ -83,5 +96,15 @@ def _child_main(engine: Engine, chunk_rows: int, requests: Any, replies: Any) ->
     except EOFError:  # the worker closed its end: done
         pass
     except BaseException as exc:  # handed to the worker, which decides
-        replies.send(("error", portable(exc, "resync chunk reader")))
+        replies.send(("error", portable(exc, NAME)))
     replies.close()
+
+
+def _next_request(requests: Connection, parent_pid: int) -> int | None:
+    """The next chunk asked for; None once the worker is gone (a backstop: the child is
+    normally killed with it)."""
+    while not requests.poll(1.0):
+        if os.getppid() != parent_pid:
+            return None
+    after_id: int = requests.recv()
+    return after_id

@@ -100,12 +100,12 @@ class RedisStore:
             except redis.WatchError:
                 raise FenceLost("checkpoint changed while the batch was applied") from None
 
-    def write_dead_letters(self, pipe: Transaction, ops: StoreOps) -> None:
+    def write_dead_letters(self, tx: Transaction, ops: StoreOps) -> None:
         """Queue the batch's dead letters on the capped stream."""
         for letter in ops.dead_letters:
             fields = {"identity": letter.identity, "position": letter.position}
             fields["reason"] = letter.reason[:2000]
-            pipe.xadd(keys.DEAD_LETTERS, fields, maxlen=self.dead_letter_max_len, approximate=True)
+            tx.xadd(keys.DEAD_LETTERS, fields, maxlen=self.dead_letter_max_len, approximate=True)
 
     def write_staged(self, generation: int, token: str, ops: StoreOps) -> None:
         """Write a snapshot chunk into a generation nobody reads yet, with the write counter,
@@ -122,7 +122,7 @@ class RedisStore:
             self.write_dead_letters(tx, ops)
             tx.incr(keys.staged_writes(generation))
             try:
-                tx.execute(pipe.connection)
+                tx.execute(pipe)
             except redis.WatchError:
                 raise FenceLost(f"generation {generation} changed hands while written") from None
 
@@ -249,31 +249,31 @@ class RedisBatch:
             save_ops(tx, job)
         if checkpoint is not None:
             tx.set(keys.CHECKPOINT, checkpoint.encode())
-        tx.execute(self.pipe.connection)
+        tx.execute(self.pipe)
 
 
-def write_ops(pipe: Transaction, generation: int, ops: StoreOps, documents_key: str) -> None:
+def write_ops(tx: Transaction, generation: int, ops: StoreOps, documents_key: str) -> None:
     """Queue every write of ``ops`` on a transaction."""
-    _write_hash(pipe, documents_key, ops.docs_put, ops.docs_deleted)
-    _write_hash(pipe, keys.states(generation), ops.states_put, ops.states_deleted)
+    _write_hash(tx, documents_key, ops.docs_put, ops.docs_deleted)
+    _write_hash(tx, keys.states(generation), ops.states_put, ops.states_deleted)
     for kind in REF_KINDS:
         name = keys.refs(generation, kind)
-        _write_hash(pipe, name, ops.refs_put.get(kind, {}), ops.refs_deleted.get(kind, set()))
+        _write_hash(tx, name, ops.refs_put.get(kind, {}), ops.refs_deleted.get(kind, set()))
     for (kind, ref_id), ids in ops.links_added.items():
-        pipe.sadd(keys.link(generation, kind, ref_id), *ids)
+        tx.sadd(keys.link(generation, kind, ref_id), *ids)
     for (kind, ref_id), ids in ops.links_removed.items():
-        pipe.srem(keys.link(generation, kind, ref_id), *ids)
+        tx.srem(keys.link(generation, kind, ref_id), *ids)
     for (field, value), ids in ops.index_added.items():
-        pipe.zadd_ids(keys.index(generation, field, value), ids)
+        tx.zadd_ids(keys.index(generation, field, value), ids)
     for (field, value), ids in ops.index_removed.items():
-        pipe.zrem(keys.index(generation, field, value), *ids)
+        tx.zrem(keys.index(generation, field, value), *ids)
     for kind in set(ops.lookups_put) | set(ops.lookups_deleted):
         name = keys.lookup(generation, kind)
-        _write_hash(pipe, name, ops.lookups_put.get(kind, {}), ops.lookups_deleted.get(kind, set()))
+        _write_hash(tx, name, ops.lookups_put.get(kind, {}), ops.lookups_deleted.get(kind, set()))
 
 
-def _write_hash(pipe: Transaction, name: str, puts: dict[Any, Any], deletes: set[Any]) -> None:
+def _write_hash(tx: Transaction, name: str, puts: dict[Any, Any], deletes: set[Any]) -> None:
     if puts:
-        pipe.hset(name, mapping={str(k): v for k, v in puts.items()})
+        tx.hset(name, mapping=puts)  # ids packed as their decimal text, as str() gives
     if deletes:
-        pipe.hdel(name, *deletes)
+        tx.hdel(name, *deletes)

@@ -89,20 +89,27 @@ class Transaction:
             args += item
         self._queue(*args)
 
-    def execute(self, connection: Any) -> list[Any]:
-        """Send MULTI, the commands and EXEC in one write and return EXEC's replies.
+    def execute(self, pipe: redis.client.Pipeline) -> list[Any]:
+        """Send MULTI, the commands and EXEC in one write on the connection ``pipe`` WATCHes
+        on, and return EXEC's replies.
 
         Raises as redis-py's pipeline does: ``WatchError`` when a watched key changed, the
         first error a command was queued with (Redis then applied nothing), or the first
         error a command gave inside EXEC. A connection that fails midway is dropped, so no
-        unread reply can reach its next user.
+        unread reply can reach its next user. EXEC ends the WATCH, so ``pipe`` is told it no
+        longer watches (no UNWATCH round trip when it is reset).
         """
+        connection: Any = pipe.connection  # redis-py leaves disconnect() untyped
+        if connection is None:
+            raise RuntimeError("the pipeline must WATCH before a transaction runs on it")
         try:
             connection.send_packed_command([b"".join([*self.packed, EXEC])])
             return self._replies(connection)
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             connection.disconnect()
             raise
+        finally:
+            pipe.watching = False
 
     def _replies(self, connection: Any) -> list[Any]:
         queued_error: redis.ResponseError | None = None
@@ -119,6 +126,9 @@ class Transaction:
             raise
         if replies is None:
             raise redis.WatchError("watched keys changed; the transaction applied nothing")
+        if len(replies) != len(self):
+            connection.disconnect()
+            raise redis.ResponseError(f"EXEC replied {len(replies)} times for {len(self)}")
         for reply in replies:
             if isinstance(reply, redis.ResponseError):
                 raise reply

@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from cdc_worker import keys
 from cdc_worker.checkpoint import Checkpoint, Position
 from cdc_worker.chunk_reader import ChunkReader
+from cdc_worker.errors import StreamInterrupted
 from cdc_worker.metrics import WorkerMetrics
 from cdc_worker.pipeline import Shadow
 from cdc_worker.redis_store import RedisStore
@@ -109,16 +110,17 @@ class Resyncer:
         )
         return FullResync(job, Shadow(job.generation, refs, job.last_id, job.refs_done))
 
-    def step(self, run: FullResync, checkpoint: Checkpoint, read_ahead: bool = False) -> bool:
+    def step(self, run: FullResync, checkpoint: Checkpoint, read_ahead_until_s: float = 0) -> bool:
         """Copy the references or one chunk of tickets; True when the copy is complete.
 
-        With ``read_ahead``, the next chunk's snapshot is opened now and read while this one
-        is projected: the caller must apply no stream batch before the next step.
+        Before ``read_ahead_until_s`` (monotonic), the next chunk's snapshot is opened once
+        this chunk is in, and read while this one is projected: the caller must then apply
+        no stream batch before the next step (``run.reading_ahead`` says so).
         """
         if not run.shadow.refs_done:
             self._copy_refs(run, checkpoint)
             return False
-        self._copy_chunk(run, checkpoint, read_ahead)
+        self._copy_chunk(run, checkpoint, read_ahead_until_s)
         return run.shadow.last_id == UNBOUNDED
 
     def finish_full(self, run: FullResync, checkpoint: Checkpoint) -> Checkpoint:
@@ -136,11 +138,6 @@ class Resyncer:
         )
         return new
 
-    def abandon(self, run: FullResync, error: str) -> None:
-        """Give a full resync up (its generation is dropped when the next one starts)."""
-        run.close()
-        self._finish(run.job.with_(error=error[:500]), "failed")
-
     def _copy_refs(self, run: FullResync, checkpoint: Checkpoint) -> None:
         ops = StoreOps()
         with open_snapshot(self.engine) as snapshot:
@@ -150,8 +147,16 @@ class Resyncer:
         self._commit(checkpoint, run.shadow.generation, ops, job)
         run.job, run.shadow.refs_done = job, True
 
-    def _copy_chunk(self, run: FullResync, checkpoint: Checkpoint, read_ahead: bool) -> None:
-        chunk = self._read_chunk(run, read_ahead)
+    def _copy_chunk(
+        self, run: FullResync, checkpoint: Checkpoint, read_ahead_until_s: float
+    ) -> None:
+        chunk = self._read_chunk(run, read_ahead_until_s)
+        if chunk.position.precedes(checkpoint.position):  # never, unless the loop is wrong
+            run.close()
+            raise StreamInterrupted(
+                f"a resync chunk read at {chunk.position} is older than the applied "
+                f"{checkpoint.position}: changes between would be lost; reading it again"
+            )
         ops = project_fresh(chunk.parts, run.shadow.refs, chunk.label)
         ops.dead_letters.clear()  # the live generation has reported these rows already
         tickets = chunk.tickets
@@ -160,9 +165,10 @@ class Resyncer:
         run.job, run.shadow.last_id = job, chunk.last_id
         self.metrics.resync_tickets.labels(kind="full").inc(tickets)
 
-    def _read_chunk(self, run: FullResync, read_ahead: bool) -> TicketChunk:
+    def _read_chunk(self, run: FullResync, read_ahead_until_s: float) -> TicketChunk:
         """The chunk after ``last_id``, each in a snapshot of its own opened no earlier than
-        the last stream batch; with ``read_ahead``, the next one is asked for at once."""
+        the last stream batch; before ``read_ahead_until_s``, the next one is asked for at
+        once."""
         if not self.read_in_child:
             with open_snapshot(self.engine) as snapshot:
                 return snapshot.read_chunk(run.shadow.last_id, self.chunk_rows)
@@ -171,7 +177,7 @@ class Resyncer:
         if not run.reader.in_flight:
             run.reader.request(run.shadow.last_id)
         chunk = run.reader.take()
-        if read_ahead and chunk.last_id != UNBOUNDED:
+        if time.monotonic() < read_ahead_until_s and chunk.last_id != UNBOUNDED:
             run.reader.request(chunk.last_id)
         return chunk
 

@@ -59,8 +59,9 @@ class Settings(BaseSettings):
     )
     binlog_reader: Literal["process", "thread"] = Field(
         default="process",
-        description="process: read and decode the binlog, and read snapshots, in a child "
-        "process beside the applier (uses a second core); thread: in the worker process.",
+        description="process: read and decode the binlog, read snapshots, and read a full "
+        "resync's next chunk ahead, in child processes beside the applier (uses a second "
+        "core); thread: in the worker process.",
     )
     row_decoder: Literal["specialized", "library"] = Field(
         default="specialized",

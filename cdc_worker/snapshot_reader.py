@@ -75,7 +75,7 @@ class ProcessSnapshot:
         return message
 
 
-def receive(messages: Any, process: Any) -> tuple[Any, ...]:
+def receive(messages: Any, process: Any, name: str = "snapshot reader") -> tuple[Any, ...]:
     """The child's next message; its error raised; its death (even mid-message) an error."""
     while not messages.poll(WAIT_S):
         if not process.is_alive():
@@ -83,7 +83,7 @@ def receive(messages: Any, process: Any) -> tuple[Any, ...]:
     try:
         message: tuple[Any, ...] = messages.recv()
     except EOFError:  # the child was the only writer: it is gone
-        raise pymysql.err.OperationalError(2013, "the snapshot reader process died") from None
+        raise pymysql.err.OperationalError(2013, f"the {name} process died") from None
     if message[0] == "error":
         raise message[1]
     return message

@@ -51,9 +51,10 @@ RECOVERABLE = (
 )
 IDLE_WAIT_S = 0.5
 # A full resync reads its next chunk while projecting this one, and holds stream batches back
-# meanwhile (see resyncer): for at most this long at a time, which bounds the live model's
-# extra lag during a resync.
+# meanwhile (see resyncer): it asks for no chunk ahead once this long has passed since the
+# stream was let through, which is then given up to RESYNC_STREAM_BUDGET_S to catch up.
 RESYNC_STREAM_EVERY_S = 1.0
+RESYNC_STREAM_BUDGET_S = 0.5
 IDLE_CHECKPOINT_EVERY_S = 1.0
 HEARTBEAT_EVERY_S = 1.0
 HEARTBEAT_TTL_S = 30
@@ -201,29 +202,36 @@ class Worker:
             reader.stop()
 
     def _stream(self, session: Session) -> None:
-        streamed_s = time.monotonic()
+        read_ahead_until_s = 0.0
         try:
             while not self.stopping.is_set():
                 self.last_loop_s = time.monotonic()
-                if session.resync is None or not session.resync.reading_ahead:
-                    self._stream_batch(session)
-                    streamed_s = time.monotonic()
-                if session.resync:
-                    # Reading a resync's chunks ahead holds the stream back: let it through
-                    # at least every RESYNC_STREAM_EVERY_S.
-                    read_ahead = time.monotonic() - streamed_s < RESYNC_STREAM_EVERY_S
-                    self._resync_step(session, session.resync, read_ahead)
+                if session.resync is None:
+                    self._stream_batch(session, IDLE_WAIT_S)
+                elif not session.resync.reading_ahead:
+                    self._let_stream_through(session)
+                    read_ahead_until_s = time.monotonic() + RESYNC_STREAM_EVERY_S
+                if session.resync is not None:
+                    self._resync_step(session, session.resync, read_ahead_until_s)
                 self._idle_duties(session)
             self._flush_pending(session)
         finally:
-            if session.resync:
+            if session.resync is not None:
                 session.resync.close()
 
-    def _stream_batch(self, session: Session) -> None:
-        wait_s = 0.0 if session.resync else IDLE_WAIT_S  # a resync works between batches
+    def _stream_batch(self, session: Session, wait_s: float) -> bool:
+        """Apply the reader's next batch, if one comes within ``wait_s``; True if one did."""
         chunks = session.reader.next_batch(self.source.batch_max_rows, wait_s)
         if chunks:
             self._apply(session, chunks)
+        return bool(chunks)
+
+    def _let_stream_through(self, session: Session) -> None:
+        """During a resync: apply what the reader has ready, for at most a time budget (the
+        resync's chunks wait meanwhile, and the stream waits while they are read ahead)."""
+        until_s = time.monotonic() + RESYNC_STREAM_BUDGET_S
+        while self._stream_batch(session, 0.0) and time.monotonic() < until_s:
+            pass
 
     def _apply(self, session: Session, chunks: list[Chunk]) -> None:
         started = time.perf_counter()
@@ -320,8 +328,8 @@ class Worker:
             session.cache.forget(repaired)
             session.repaired.update(repaired)
 
-    def _resync_step(self, session: Session, run: FullResync, read_ahead: bool) -> None:
-        if not self.resyncer.step(run, session.checkpoint, read_ahead):
+    def _resync_step(self, session: Session, run: FullResync, read_ahead_until_s: float) -> None:
+        if not self.resyncer.step(run, session.checkpoint, read_ahead_until_s):
             return
         self._flush_pending(session)
         session.checkpoint = self.resyncer.finish_full(run, session.checkpoint)
