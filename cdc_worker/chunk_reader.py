@@ -89,7 +89,7 @@ def _child_main(
     engine.dispose(close=False)  # the parent's pooled connections stay the parent's
     try:
         while (after_id := _next_request(requests, parent_pid)) is not None:
-            with open_snapshot(engine) as snapshot:
+            with open_snapshot(engine, gtid=False) as snapshot:
                 p = snapshot.position
                 rows = snapshot.read_chunk_rows(after_id, chunk_rows)
             replies.send(("chunk", (p.log_file, p.log_pos, p.gtid), rows))

@@ -140,7 +140,7 @@ class Resyncer:
 
     def _copy_refs(self, run: FullResync, checkpoint: Checkpoint) -> None:
         ops = StoreOps()
-        with open_snapshot(self.engine) as snapshot:
+        with open_snapshot(self.engine, gtid=False) as snapshot:
             for changes in snapshot.reference_changes(self.chunk_rows):
                 _merge(ops, project(changes, run.shadow.refs, {}))
         job = run.job.with_(refs_done=True)
@@ -170,7 +170,7 @@ class Resyncer:
         the last stream batch; before ``read_ahead_until_s``, the next one is asked for at
         once."""
         if not self.read_in_child:
-            with open_snapshot(self.engine) as snapshot:
+            with open_snapshot(self.engine, gtid=False) as snapshot:
                 return snapshot.read_chunk(run.shadow.last_id, self.chunk_rows)
         if run.reader is None:
             run.reader = ChunkReader(self.engine, self.chunk_rows)
@@ -196,7 +196,7 @@ class Resyncer:
         ids = self._repair_ids(job, checkpoint)
         for start in range(0, len(ids), REPAIR_CHUNK):
             part = ids[start : start + REPAIR_CHUNK]
-            with open_snapshot(self.engine) as snapshot:
+            with open_snapshot(self.engine, gtid=False) as snapshot:
                 changes = snapshot.read_tickets(part)
                 repaired.update(dict.fromkeys(part, snapshot.position))
             with self.store.batch(checkpoint) as tx:
@@ -213,7 +213,7 @@ class Resyncer:
         if job.kind == "tickets":
             return sorted(set(job.targets))
         department = job.targets[0]
-        with open_snapshot(self.engine) as snapshot:
+        with open_snapshot(self.engine, gtid=False) as snapshot:
             found = set(snapshot.ticket_ids_in_department(department))
         with self.store.batch(checkpoint) as tx:  # tickets the read model thinks are there
             found |= tx.linked_ids([(DEPARTMENT, department)])
@@ -235,7 +235,7 @@ class Resyncer:
             self.metrics.resync_running.set(0)
 
     def _count_tickets(self) -> int:
-        with open_snapshot(self.engine) as snapshot:
+        with open_snapshot(self.engine, gtid=False) as snapshot:
             return snapshot.count_tickets()
 
 

@@ -175,14 +175,19 @@ class Snapshot:
 
 
 @contextmanager
-def open_snapshot(engine: Engine) -> Iterator[Snapshot]:
-    """A consistent snapshot and the exact binlog position it corresponds to."""
+def open_snapshot(engine: Engine, gtid: bool = True) -> Iterator[Snapshot]:
+    """A consistent snapshot and the exact binlog position it corresponds to.
+
+    ``gtid=False`` leaves the position's GTID out: MariaDB 10.11 finds it by reading the
+    binlog file from its start, which a resync chunk or a repair (whose positions are only
+    compared with the stream's) need not pay for every time.
+    """
     with engine.connect() as connection:
         connection.exec_driver_sql("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         try:
             if _is_mariadb(connection):
                 connection.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-                position = snapshot_position(connection)
+                position = snapshot_position(connection, gtid)
             else:
                 position = _locked_snapshot_position(connection)
             yield Snapshot(connection, position)
@@ -212,8 +217,9 @@ def _locked_snapshot_position(connection: Connection) -> Position:
     return Position(str(row[0]), int(row[1]))
 
 
-def snapshot_position(connection: Connection) -> Position:
-    """The binlog position of the open consistent snapshot (MariaDB), with its GTID state."""
+def snapshot_position(connection: Connection, gtid: bool = True) -> Position:
+    """The binlog position of the open consistent snapshot (MariaDB), with its GTID state
+    unless ``gtid`` is False."""
     rows = connection.exec_driver_sql(
         "SHOW STATUS WHERE Variable_name IN ('Binlog_snapshot_file', 'Binlog_snapshot_position')"
     )
@@ -222,7 +228,9 @@ def snapshot_position(connection: Connection) -> Position:
     log_pos = status.get("Binlog_snapshot_position")
     if not log_file or log_pos is None:
         raise SourceError("the server reports no binlog snapshot position: is log_bin on?")
-    gtid = connection.exec_driver_sql(
+    if not gtid:
+        return Position(str(log_file), int(log_pos))
+    state = connection.exec_driver_sql(
         "SELECT BINLOG_GTID_POS(%s, %s)", (log_file, int(log_pos))
     ).scalar_one_or_none()
-    return Position(str(log_file), int(log_pos), str(gtid) if gtid else None)
+    return Position(str(log_file), int(log_pos), str(state) if state else None)

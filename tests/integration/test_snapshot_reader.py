@@ -113,7 +113,7 @@ def test_a_resync_chunk_read_ahead_holds_what_the_worker_would_read_and_its_erro
         first = reader.take()
         reader.request(first.last_id)
         second = reader.take()
-        with open_snapshot(engine) as snapshot:
+        with open_snapshot(engine, gtid=False) as snapshot:  # as the chunk reader opens it
             here = [snapshot.read_chunk(0, 50), snapshot.read_chunk(first.last_id, 50)]
         assert [(c.first_id, c.last_id, c.parts) for c in (first, second)] == [
             (c.first_id, c.last_id, c.parts) for c in here
@@ -146,4 +146,17 @@ def test_a_killed_chunk_reader_is_a_connection_error_not_a_hang(
             reader.request(10)
     finally:
         reader.close()
+        engine.dispose()
+
+
+def test_a_snapshot_skips_the_gtid_lookup_only_when_told(source_db: SourceDatabase) -> None:
+    seed(source_db.engine, 3)
+    engine = create_engine(source_db.cdc_url)
+    try:
+        with open_snapshot(engine) as with_gtid, open_snapshot(engine, gtid=False) as without:
+            assert with_gtid.position.gtid  # the checkpoint of a build needs it
+            assert without.position.gtid is None  # BINLOG_GTID_POS reads the binlog file
+            assert without.position.log_file == with_gtid.position.log_file
+            assert without.position.log_pos == with_gtid.position.log_pos
+    finally:
         engine.dispose()
