@@ -13,7 +13,6 @@ closed, and hands its errors to the worker (raised there as they were).
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 from multiprocessing.connection import Connection
@@ -22,7 +21,7 @@ import pymysql
 from sqlalchemy import Engine
 
 from cdc_worker.checkpoint import Position
-from cdc_worker.reader_process import portable, prepare_child
+from cdc_worker.reader_process import portable, prepare_child, start_child, stop_child
 from cdc_worker.snapshot import TicketChunk, as_ticket_chunk, open_snapshot
 from cdc_worker.snapshot_reader import receive
 
@@ -37,11 +36,7 @@ class ChunkReader:
         child_requests, self._requests = context.Pipe(duplex=False)
         self._replies, child_replies = context.Pipe(duplex=False)
         ends = (child_requests, child_replies, (self._requests, self._replies), os.getpid())
-        self._process = context.Process(
-            target=_child_main, args=(engine, chunk_rows, *ends), name="resync-chunk-reader"
-        )
-        self._process.daemon = True
-        self._process.start()
+        self._process = start_child(_child_main, (engine, chunk_rows, *ends), "resync-chunk-reader")
         child_requests.close()  # the child's ends: the pipes end when the child does
         child_replies.close()
         self.in_flight = False
@@ -66,9 +61,7 @@ class ChunkReader:
 
     def close(self) -> None:
         """Kill the child (a chunk in flight is dropped)."""
-        with contextlib.suppress(ProcessLookupError):
-            self._process.kill()
-        self._process.join(5)
+        stop_child(self._process)
         self._process.close()
         self._requests.close()
         self._replies.close()
@@ -83,9 +76,7 @@ def _child_main(
     parents_ends: tuple[Connection, Connection],
     parent_pid: int,
 ) -> None:
-    prepare_child()
-    for end in parents_ends:  # else the pipes never end: the child holds both sides
-        end.close()
+    prepare_child(parents_ends)
     engine.dispose(close=False)  # the parent's pooled connections stay the parent's
     try:
         while (after_id := _next_request(requests, parent_pid)) is not None:

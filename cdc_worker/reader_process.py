@@ -23,7 +23,10 @@ import pickle
 import queue
 import signal
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from cdc_worker.checkpoint import Position
@@ -65,10 +68,7 @@ class ProcessReader:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Kill the reader (it holds nothing but a replication connection) and reap it."""
-        if self._process.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self._process.kill()
-            self._process.join(timeout_s)
+        stop_child(self._process, timeout_s)
         self._queue.close()
         self._queue.cancel_join_thread()
 
@@ -96,9 +96,28 @@ class ProcessReader:
         self.decoder.rows_by_decoder = counts
 
 
-def prepare_child() -> None:
-    """First steps of a forked reader child: freeze what it inherited, die with the thread
-    that forked it, take back the default signal handlers."""
+def start_child(target: Callable[..., None], args: tuple[Any, ...], name: str) -> BaseProcess:
+    """A reader child forked from this thread, running ``target(*args)``."""
+    process = multiprocessing.get_context("fork").Process(target=target, args=args, name=name)
+    process.daemon = True
+    process.start()
+    return process
+
+
+def stop_child(process: BaseProcess, timeout_s: float = 5.0) -> None:
+    """Kill a reader child (it holds nothing a clean stop would save) and reap it."""
+    if process.pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        process.join(timeout_s)
+
+
+def prepare_child(parents_ends: Iterable[Connection] = ()) -> None:
+    """First steps of a forked reader child: close the parent's pipe ends it inherited (else
+    a pipe never ends while the child lives: it would hold both sides), freeze what it
+    inherited, die with the thread that forked it, take back the default signal handlers."""
+    for end in parents_ends:
+        end.close()
     # Everything inherited from the parent (its ticket-state cache, its references...) is
     # dead weight here: frozen, the child's garbage collections never walk it (nor copy
     # its pages by touching their reference counts).

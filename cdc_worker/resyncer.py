@@ -152,7 +152,6 @@ class Resyncer:
     ) -> None:
         chunk = self._read_chunk(run, read_ahead_until_s)
         if chunk.position.precedes(checkpoint.position):  # never, unless the loop is wrong
-            run.close()
             raise StreamInterrupted(
                 f"a resync chunk read at {chunk.position} is older than the applied "
                 f"{checkpoint.position}: changes between would be lost; reading it again"

@@ -13,17 +13,17 @@ hands its errors to the parent in order (the parent raises them as they were).
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 from collections.abc import Iterator
 from contextlib import contextmanager
+from multiprocessing.connection import Connection
 from typing import Any
 
 import pymysql
 from sqlalchemy import Engine
 
 from cdc_worker.checkpoint import Position
-from cdc_worker.reader_process import portable, prepare_child
+from cdc_worker.reader_process import portable, prepare_child, start_child, stop_child
 from cdc_worker.snapshot import (
     TicketChunk,
     as_changes,
@@ -96,26 +96,19 @@ def open_process_snapshot(engine: Engine, chunk_rows: int) -> Iterator[ProcessSn
     The rows come over a pipe: the child reads the next chunk while the parent projects
     this one, and waits to send it until the parent asks for it (memory stays bounded).
     """
-    context = multiprocessing.get_context("fork")
-    messages, sender = context.Pipe(duplex=False)
-    process = context.Process(
-        target=_child_main, args=(engine, chunk_rows, sender), name="snapshot-reader"
-    )
-    process.daemon = True
-    process.start()
+    messages, sender = multiprocessing.get_context("fork").Pipe(duplex=False)
+    process = start_child(_child_main, (engine, chunk_rows, sender, messages), "snapshot-reader")
     sender.close()  # the child's end: closed here, the pipe ends when the child does
     try:
         _, position, tickets = receive(messages, process)
         yield ProcessSnapshot(messages, process, Position(*position), tickets)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        process.join(5)
+        stop_child(process)
         messages.close()
 
 
-def _child_main(engine: Engine, chunk_rows: int, out: Any) -> None:
-    prepare_child()
+def _child_main(engine: Engine, chunk_rows: int, out: Any, parents_end: Connection) -> None:
+    prepare_child([parents_end])
     engine.dispose(close=False)  # the parent's pooled connections stay the parent's
     try:
         _read(engine, chunk_rows, out)

@@ -97,15 +97,12 @@ class Session:
         if not ids or not self.repaired:
             return False
         file, _, pos = change.position.rpartition(":")
-        at = (file, int(pos or 0))
-        return all(
-            (r := self.repaired.get(i)) is not None and at <= (r.log_file, r.log_pos) for i in ids
-        )
+        at = Position(file, int(pos or 0))
+        return all((r := self.repaired.get(i)) is not None and not r.precedes(at) for i in ids)
 
     def forget_repairs_before(self, position: Position) -> None:
         """Drop the repairs the applied stream has passed."""
-        at = (position.log_file, position.log_pos)
-        self.repaired = {i: r for i, r in self.repaired.items() if (r.log_file, r.log_pos) > at}
+        self.repaired = {i: r for i, r in self.repaired.items() if position.precedes(r)}
 
 
 class Worker:

@@ -102,13 +102,25 @@ def test_a_killed_child_is_a_connection_error_and_nothing_is_left_behind(
         engine.dispose()
 
 
+@contextmanager
+def chunk_reader(
+    source_db: SourceDatabase, chunk_rows: int
+) -> Iterator[tuple[Engine, ChunkReader]]:
+    """The worker's engine and a chunk reader on it; both closed after."""
+    engine = create_engine(source_db.cdc_url)
+    reader = ChunkReader(engine, chunk_rows)
+    try:
+        yield engine, reader
+    finally:
+        reader.close()
+        engine.dispose()
+
+
 def test_a_resync_chunk_read_ahead_holds_what_the_worker_would_read_and_its_errors(
     source_db: SourceDatabase,
 ) -> None:
     seed(source_db.engine, 120)
-    engine = create_engine(source_db.cdc_url)
-    reader = ChunkReader(engine, 50)
-    try:
+    with chunk_reader(source_db, 50) as (engine, reader):
         reader.request(0)
         first = reader.take()
         reader.request(first.last_id)
@@ -123,18 +135,13 @@ def test_a_resync_chunk_read_ahead_holds_what_the_worker_would_read_and_its_erro
             reader.request(second.last_id)
             with pytest.raises(ProgrammingError, match="comments"):
                 reader.take()
-    finally:
-        reader.close()
-        engine.dispose()
 
 
 def test_a_killed_chunk_reader_is_a_connection_error_not_a_hang(
     source_db: SourceDatabase,
 ) -> None:
     seed(source_db.engine, 30)
-    engine = create_engine(source_db.cdc_url)
-    reader = ChunkReader(engine, 10)
-    try:
+    with chunk_reader(source_db, 10) as (_, reader):
         reader.request(0)
         os.kill(reader._process.pid, signal.SIGKILL)  # type: ignore[arg-type]  # mid-read
         started = time.monotonic()
@@ -144,9 +151,6 @@ def test_a_killed_chunk_reader_is_a_connection_error_not_a_hang(
         reader._process.join(5)
         with pytest.raises(pymysql.err.OperationalError, match="died"):  # dead, asked again
             reader.request(10)
-    finally:
-        reader.close()
-        engine.dispose()
 
 
 def test_a_snapshot_skips_the_gtid_lookup_only_when_told(source_db: SourceDatabase) -> None:

@@ -102,3 +102,10 @@ def test_mysql_also_needs_reload_for_its_snapshot_lock() -> None:
     assert grant_problems(grants, "helpdesk", is_mariadb=True) == []
     [problem] = grant_problems(grants, "helpdesk", is_mariadb=False)
     assert problem.startswith("RELOAD ON *.*")
+
+
+def test_binlog_positions_order_by_file_number_then_offset() -> None:
+    assert Position("mysql-bin.000009", 900).precedes(Position("mysql-bin.000010", 4))
+    assert Position("mysql-bin.999999", 900).precedes(Position("mysql-bin.1000000", 4))
+    assert Position("mysql-bin.000010", 4).precedes(Position("mysql-bin.000010", 5))
+    assert not Position("mysql-bin.000010", 5).precedes(Position("mysql-bin.000010", 5))
