@@ -20,7 +20,7 @@ from cdc_worker.state_cache import StateCache
 from cdc_worker.store import BatchTx, ReadModelStore
 from projections.changes import REFERENCE_TABLES, RowChange
 from projections.projector import DeadLetter, ReadPlan, StoreOps, plan_reads, project
-from projections.state import Refs
+from projections.state import LinkKey, Refs
 
 FAN_OUT_STEP_TICKETS = 2_000  # linked tickets loaded and rebuilt per step (~10 KB each)
 
@@ -67,13 +67,14 @@ def apply_changes(
     # replaying the reference changes is enough.
     replay = [change for change in changes if change.table in REFERENCE_TABLES]
     with store.batch(expected) as tx:
-        linked = tx.linked_ids(plan.link_keys) if plan.link_keys else set()
-        shadow_linked = set()
+        link_sets = tx.link_sets(plan.link_keys) if plan.link_keys else {}
+        shadow_sets = {}
         if shadow is not None and plan.link_keys:
-            shadow_linked = tx.linked_ids(plan.link_keys, shadow.generation)
+            shadow_sets = tx.link_sets(plan.link_keys, shadow.generation)
+        linked, shadow_linked = _union(link_sets), _union(shadow_sets)
         scopes = _fan_out_scopes(plan.ticket_ids, linked | shadow_linked, step_tickets)
         last = len(scopes) == 1
-        step = _Step(plan, linked, shadow, shadow_linked, cache)
+        step = _Step(plan, linked, shadow, shadow_linked, cache, link_sets, shadow_sets)
         first = changes if last else replay
         ops = step.apply(tx, first, refs, scopes[0], checkpoint if last else None, last)
     step.reported = ops.dead_letters
@@ -84,6 +85,10 @@ def apply_changes(
             done = step.apply(tx, these, refs, scope, checkpoint if final else None, final)
         ops.dead_letters += done.dead_letters
     return ops
+
+
+def _union(link_sets: dict[LinkKey, set[int]]) -> set[int]:
+    return set().union(*link_sets.values())
 
 
 def _fan_out_scopes(
@@ -109,6 +114,8 @@ class _Step:
     shadow: Shadow | None
     shadow_linked: set[int]
     cache: StateCache | None = None
+    link_sets: dict[LinkKey, set[int]] = field(default_factory=dict)
+    shadow_sets: dict[LinkKey, set[int]] = field(default_factory=dict)
     reported: list[DeadLetter] = field(default_factory=list)  # by earlier steps: not again
     # References and lookups are written with the checkpoint, in the last step: stored
     # references never run ahead of the checkpoint, so a replay after a crash between steps
@@ -128,7 +135,7 @@ class _Step:
         ids = self.plan.ticket_ids | linked if scope is None else scope
         in_scope = None if scope is None else scope.__contains__
         states = self.cache.load(tx, ids) if self.cache is not None else tx.load_states(ids)
-        ops = project(changes, refs, states, linked, in_scope)
+        ops = project(changes, refs, states, linked, in_scope, self.link_sets)
         ops.dead_letters = [d for d in ops.dead_letters if d not in self.reported]
         self._defer_references(ops, final)
         shadow_ops = self._shadow(tx, changes, scope) if self.shadow else None
@@ -161,6 +168,7 @@ class _Step:
         g = shadow.generation
         linked = {i for i in self.shadow_linked if covered(i)}
         ids = {i for i in self.plan.ticket_ids | linked if covered(i)}
-        ops = project(changes, shadow.refs, tx.load_states(ids, g), linked, covered)
+        states = tx.load_states(ids, g)
+        ops = project(changes, shadow.refs, states, linked, covered, self.shadow_sets)
         ops.dead_letters.clear()  # the live generation reports the same rows
         return g, ops

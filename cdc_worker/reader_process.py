@@ -27,11 +27,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from cdc_worker.checkpoint import Position
 from cdc_worker.source import BinlogReader, Chunk, SourceConfig
-from projections.changes import Op, RowChange
+from projections.changes import RowChange
 
 TICK_S = 0.25  # the child reports its counters at least this often, events or not
 QUEUE_MAX_MESSAGES = 2  # each holds up to about batch_max_rows row changes
@@ -166,25 +167,27 @@ def _stats(reader: BinlogReader) -> Stats:
 
 
 def _flat(chunk: Chunk) -> tuple[Any, ...]:
-    """Builtins only: a dataclass or an enum costs a function call each way to pickle."""
-    changes = [
-        (c.table, c.op.value, c.before, c.after, c.position, c.foreign_key_checks)
-        for c in chunk.changes
-    ]
+    """Builtins only: a dataclass costs a function call each way to pickle."""
     commit = chunk.commit
     position = None if commit is None else (commit.log_file, commit.log_pos, commit.gtid)
-    return changes, position, chunk.committed_at_s, chunk.ddl
-
-
-_OPS = {op.value: op for op in Op}
+    return chunk.changes, position, chunk.committed_at_s, chunk.ddl
 
 
 def _chunk(flat: tuple[Any, ...]) -> Chunk:
     changes, position, committed_at_s, ddl = flat
-    ops, new = _OPS, RowChange
-    rebuilt = [new(t, ops[o], b, a, p, f) for t, o, b, a, p, f in changes]
     commit = None if position is None else Position(*position)
-    return Chunk(rebuilt, commit, committed_at_s, ddl)
+    return Chunk(changes, commit, committed_at_s, ddl)
+
+
+def _reduce_row_change(change: RowChange) -> tuple[Any, tuple[Any, ...]]:
+    """A row change unpickles through ``tuple.__new__``, in C: the named tuple's own
+    ``__new__`` is a Python function, one call per row change in the parent. Its ``Op`` is
+    pickled once per message (the pickler's memo), not once per change."""
+    return _TUPLE_NEW, (RowChange, tuple(change))
+
+
+_TUPLE_NEW = tuple.__new__
+ForkingPickler.register(RowChange, _reduce_row_change)
 
 
 def portable(exc: BaseException, reader: str) -> BaseException:

@@ -13,7 +13,7 @@ import redis
 
 from cdc_worker import keys
 from cdc_worker.checkpoint import Checkpoint
-from cdc_worker.redis_tx import Transaction
+from cdc_worker.redis_tx import Transaction, read_many
 from cdc_worker.resync_jobs import Job, save_ops
 from cdc_worker.store import FenceLost, ReadModelLost
 from projections.projector import StoreOps
@@ -214,10 +214,14 @@ class RedisBatch:
         self.pipe = pipe
         self.generation = generation
 
-    def linked_ids(self, keys_: Iterable[LinkKey], generation: int | None = None) -> set[int]:
+    def link_sets(
+        self, keys_: Iterable[LinkKey], generation: int | None = None
+    ) -> dict[LinkKey, set[int]]:
         g = self.generation if generation is None else generation
-        names = [keys.link(g, kind, ref_id) for kind, ref_id in keys_]
-        return {int(member) for member in self.pipe.sunion(names)} if names else set()
+        wanted = list(keys_)
+        commands = [("SMEMBERS", keys.link(g, kind, ref_id)) for kind, ref_id in wanted]
+        replies = read_many(self.pipe, commands) if commands else []
+        return {key: set(map(int, members)) for key, members in zip(wanted, replies, strict=True)}
 
     def load_states(
         self, ids: Iterable[int], generation: int | None = None

@@ -13,7 +13,7 @@ locking works as before: EXEC's nil reply raises ``WatchError``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import hiredis
@@ -21,6 +21,21 @@ import redis
 
 MULTI = hiredis.pack_command(("MULTI",))
 EXEC = hiredis.pack_command(("EXEC",))
+
+
+def read_many(pipe: redis.client.Pipeline, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Run read commands in one round trip on the connection ``pipe`` WATCHes on (redis-py's
+    pipeline sends each on its own while it watches), and return their replies. Any error
+    drops the connection: replies left unread must not reach its next user."""
+    connection: Any = pipe.connection
+    if connection is None:
+        raise RuntimeError("the pipeline must WATCH before reading on it")
+    try:
+        connection.send_packed_command([b"".join(map(hiredis.pack_command, commands))])
+        return [connection.read_response() for _ in commands]
+    except BaseException:
+        connection.disconnect()
+        raise
 
 
 class Transaction:

@@ -215,7 +215,7 @@ class Resyncer:
         with open_snapshot(self.engine, gtid=False) as snapshot:
             found = set(snapshot.ticket_ids_in_department(department))
         with self.store.batch(checkpoint) as tx:  # tickets the read model thinks are there
-            found |= tx.linked_ids([(DEPARTMENT, department)])
+            found |= tx.link_sets([(DEPARTMENT, department)])[(DEPARTMENT, department)]
         return sorted(found)
 
     def _finish(self, job: Job, state: str) -> None:

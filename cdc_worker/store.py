@@ -38,8 +38,10 @@ class ReadModelLost(FenceLost):
 class BatchTx(Protocol):
     """Reads and the one atomic write of a batch, under the checkpoint fence."""
 
-    def linked_ids(self, keys: Iterable[LinkKey], generation: int | None = None) -> set[int]:
-        """Ticket ids linked to any of ``keys`` (in the live generation by default)."""
+    def link_sets(
+        self, keys: Iterable[LinkKey], generation: int | None = None
+    ) -> dict[LinkKey, set[int]]:
+        """The ticket ids linked to each of ``keys`` (in the live generation by default)."""
 
     def load_states(
         self, ids: Iterable[int], generation: int | None = None
@@ -99,8 +101,10 @@ class MemoryStore:
             raise FenceLost(f"checkpoint is {self.checkpoint}, expected {expected}")
         yield self
 
-    def linked_ids(self, keys: Iterable[LinkKey], generation: int | None = None) -> set[int]:
-        return set().union(*(self.links.get(key, set()) for key in keys))
+    def link_sets(
+        self, keys: Iterable[LinkKey], generation: int | None = None
+    ) -> dict[LinkKey, set[int]]:
+        return {key: set(self.links.get(key, ())) for key in keys}
 
     def load_states(
         self, ids: Iterable[int], generation: int | None = None

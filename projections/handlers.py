@@ -45,6 +45,7 @@ class Workspace:
         states: Mapping[int, TicketState | None],
         linked_ids: set[int],
         in_scope: Callable[[int], bool] | None = None,
+        link_sets: Mapping[LinkKey, set[int]] | None = None,
     ) -> None:
         self.in_scope = in_scope
         self.original = states
@@ -55,6 +56,7 @@ class Workspace:
         self.changed_refs: set[LinkKey] = set()
         self.ref_writes: dict[LinkKey, bool] = {}
         self.lookup_writes: dict[tuple[str, str], int | None] = {}
+        self._link_sets = link_sets
 
     def note_lookup(self, kind: str, old: Any, new: Any, ref_id: int | None) -> None:
         """Keep the email -> user and name -> tag lookups of the read API in step."""
@@ -107,11 +109,17 @@ class Workspace:
 
     def tickets_linked(self, key: LinkKey) -> set[int]:
         """Tickets whose state refers to ``key`` as of now."""
-        current, original = self.current, self.original
+        current, original, linked = self.current, self.original, self.linked_ids
+        candidates = None if self._link_sets is None else self._link_sets.get(key)
+        if candidates is None:  # not given: every linked ticket may refer to it
+            candidates = linked
         found = {
             t
-            for t in self.linked_ids
-            if t not in current and (s := original.get(t)) is not None and s.links_to(key)
+            for t in candidates
+            if t in linked
+            and t not in current
+            and (s := original.get(t)) is not None
+            and s.links_to(key)
         }
         found.update(t for t, s in current.items() if s is not None and s.links_to(key))
         return found

@@ -97,14 +97,17 @@ def project(
     states: Mapping[int, TicketState | None],
     linked_ids: Iterable[int] = (),
     in_scope: Callable[[int], bool] | None = None,
+    link_sets: Mapping[LinkKey, set[int]] | None = None,
 ) -> StoreOps:
     """Apply ``changes`` to the loaded state and return the store operations.
 
     ``states`` must hold every id in ``plan_reads(changes).ticket_ids`` and every id in
     ``linked_ids`` (the tickets linked to ``plan_reads(changes).link_keys``), None if unknown.
     With ``in_scope``, changes to tickets outside it are ignored (a resync's shadow copy).
+    ``link_sets``, the store's link set of each of those keys, spares a cascading delete
+    a walk over every linked ticket.
     """
-    ws = Workspace(refs, states, set(linked_ids), in_scope)
+    ws = Workspace(refs, states, set(linked_ids), in_scope, link_sets)
     return _run(changes, ws)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from cdc_worker.redis_tx import Transaction
+from cdc_worker.redis_tx import Transaction, read_many
 
 
 @pytest.fixture
@@ -83,3 +83,25 @@ def test_a_command_failing_inside_exec_raises_after_the_rest_applied(
 def _url(client: redis.Redis) -> str:
     kwargs = client.connection_pool.connection_kwargs
     return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+
+
+def test_reads_run_in_one_round_trip_under_the_watch_and_a_failure_drops_the_connection(
+    client: redis.Redis,
+) -> None:
+    client.sadd("a", 1, 2)
+    client.sadd("b", 3)
+    tx = Transaction()
+    tx.set("applied", 1)
+    with client.pipeline() as pipe:
+        pipe.watch("fence")
+        replies = read_many(pipe, [("SMEMBERS", "a"), ("SMEMBERS", "missing"), ("SMEMBERS", "b")])
+        assert [set(r) for r in replies] == [{b"1", b"2"}, set(), {b"3"}]
+        tx.execute(pipe)  # still watching, on the same connection
+    assert client.get("applied") == b"1"
+    client.set("str", "x")
+    with client.pipeline() as pipe:
+        pipe.watch("fence")
+        with pytest.raises(redis.ResponseError):  # WRONGTYPE, then one reply left unread
+            read_many(pipe, [("SMEMBERS", "str"), ("GET", "str")])
+    assert client.smembers("a") == {b"1", b"2"}  # not b"x", the reply left unread
+    assert client.ping()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 from cdc_worker.checkpoint import Checkpoint, Position
@@ -109,3 +111,24 @@ def test_binlog_positions_order_by_file_number_then_offset() -> None:
     assert Position("mysql-bin.999999", 900).precedes(Position("mysql-bin.1000000", 4))
     assert Position("mysql-bin.000010", 4).precedes(Position("mysql-bin.000010", 5))
     assert not Position("mysql-bin.000010", 5).precedes(Position("mysql-bin.000010", 5))
+
+
+def test_chunks_cross_the_reader_queue_whole_with_row_changes_as_themselves() -> None:
+    from multiprocessing.reduction import ForkingPickler
+
+    from cdc_worker.reader_process import _chunk, _flat
+    from cdc_worker.source import Chunk
+    from projections.changes import Op, RowChange, delete, insert
+
+    changes = [
+        insert("tickets", {"id": 1, "title": "ü"}, "mysql-bin.000001:10"),
+        RowChange("tags", Op.UPDATE, {"id": 2}, {"id": 2, "name": "x"}, "f:11", False),
+        delete("comments", {"id": 3, "ticket_id": 1}),
+    ]
+    sent = Chunk(changes, Position("mysql-bin.000001", 99, "0-1-5"), 1.5, "TRUNCATE tags")
+    received = _chunk(pickle.loads(ForkingPickler.dumps(_flat(sent))))
+    assert received == sent
+    assert all(type(c) is RowChange for c in received.changes)
+    assert [c.op for c in received.changes] == [Op.INSERT, Op.UPDATE, Op.DELETE]
+    assert received.changes[1].op is Op.UPDATE
+    assert received.changes[1].identity() == "tags:2"
