@@ -86,13 +86,15 @@ def checkpoint_position(client: redis.Redis) -> tuple[str, int] | None:
     return position.log_file, position.log_pos
 
 
-def wait_checkpoint(client: redis.Redis, end: tuple[str, int], timeout_s: float) -> float:
+def wait_checkpoint(
+    client: redis.Redis, end: tuple[str, int], timeout_s: float, poll_s: float = POLL_S
+) -> float:
     """Wait until the checkpoint reaches ``end``; return the perf_counter time it was seen."""
     deadline = time.monotonic() + timeout_s
     while (position := checkpoint_position(client)) is None or position < end:
         if time.monotonic() > deadline:
             raise TimeoutError(f"checkpoint {position} never reached {end}")
-        time.sleep(POLL_S)
+        time.sleep(poll_s)
     return time.perf_counter()
 
 

@@ -3,18 +3,15 @@ the affected tickets and re-read each one from MySQL with a join, then HSET it."
 
 from __future__ import annotations
 
-import random
 import time
 from typing import Any
 
 import orjson
 import pymysql
 import redis
-from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
+from bench.bare_loop import backlog_stream
 from cdc_worker.checkpoint import Checkpoint
-from projections.changes import TRACKED_TABLES
 
 NAIVE_KEY = "naive:tickets"
 TICKET_SQL = """
@@ -37,22 +34,6 @@ FAN_OUT_SQL = {
     "users": "SELECT id FROM tickets WHERE requester_id = %s OR assignee_id = %s",
     "tags": "SELECT ticket_id FROM ticket_tags WHERE tag_id = %s",
 }
-
-
-def backlog_stream(port: int, database: str, start: Checkpoint) -> Any:
-    """The tracked tables' row events from ``start`` to the end of the binlog, as root; the
-    same stream for every reader the catch-up benchmark compares."""
-    return BinLogStreamReader(
-        connection_settings={"host": "127.0.0.1", "port": port, "user": "root", "password": ""},
-        server_id=random.randint(10_000, 2**31),
-        blocking=False,
-        resume_stream=True,
-        log_file=start.position.log_file,
-        log_pos=start.position.log_pos,
-        only_schemas=[database],
-        only_tables=list(TRACKED_TABLES),
-        only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
-    )
 
 
 def affected(cur: Any, table: str, row: dict[str, Any]) -> list[int]:
@@ -108,7 +89,7 @@ def naive_catchup(
 ) -> tuple[int, float]:
     """Rows the naive projector applies from ``start`` (all, or the first ``max_rows``: it is
     slow) and the seconds it takes."""
-    stream = backlog_stream(port, database, start)
+    stream = backlog_stream(port, database, start.position.log_file, start.position.log_pos)
     conn = pymysql.connect(
         host="127.0.0.1", port=port, user="root", database=database, autocommit=True
     )

@@ -109,8 +109,9 @@ def catchup_section(c: dict[str, Any]) -> str:
         f"changes; {c['repeats']} repeat(s), median (min-max). Every reader starts from the same "
         "checkpoint and reads the same binlog; the worker runs in-process, once per row decoder "
         "(`CDC_ROW_DECODER=library`: before; `specialized`: after), and applies everything to "
-        "Redis; the bare loop only decodes; the naive projector re-reads each affected ticket "
-        "from MySQL with a join and HSETs it."
+        "Redis; the bare loop only decodes, in a fresh interpreter of its own (as a user's "
+        "script: the library's imports only, CPython's default garbage collector settings); "
+        "the naive projector re-reads each affected ticket from MySQL with a join and HSETs it."
     )
     if capped:
         text += f" The naive projector's rate is measured over the first {capped:,} row changes."

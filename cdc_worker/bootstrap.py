@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,13 @@ from cdc_worker.snapshotter import Snapshotter
 from cdc_worker.source import SourceConfig
 from cdc_worker.source_checks import ServerInfo, check_source
 from cdc_worker.worker import Worker
+
+# The worker's heap is large and long-lived (its imports, the references, up to
+# state_cache_tickets ticket states) and its batches allocate millions of small objects, few
+# of them in cycles. With CPython's default thresholds (700, 10, 10) a 202,000-row catch-up
+# spent 4.9 s of 25 s in the cyclic collector, 3.9 s of it in 19 full collections walking
+# that heap; with start-up frozen and these thresholds, 0.9 s.
+GC_THRESHOLDS = (10_000, 20, 20)
 
 
 @dataclass
@@ -128,4 +136,14 @@ def bootstrap(settings: Settings, info: ServerInfo) -> App:
         settings.fan_out_step_tickets,
         settings.state_cache_tickets,
     )
+    settle_heap()
     return App(settings, client, engine, metrics, worker)
+
+
+def settle_heap() -> None:
+    """Leave what start-up built out of the cyclic collector's walks (reference counting
+    still frees it), and collect young objects less often. Process-wide: the worker's
+    process is built here, once."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)

@@ -14,6 +14,7 @@ locking works as before: EXEC's nil reply raises ``WatchError``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from typing import Any
 
 import hiredis
@@ -56,10 +57,7 @@ class Transaction:
 
     def hset(self, name: str, mapping: dict[Any, Any]) -> None:
         """HSET name field value [field value ...]."""
-        args: list[Any] = ["HSET", name]
-        for item in mapping.items():
-            args += item
-        self._queue(*args)
+        self._queue("HSET", name, *chain.from_iterable(mapping.items()))
 
     def hdel(self, name: str, *fields: Any) -> None:
         """HDEL name field [field ...]."""

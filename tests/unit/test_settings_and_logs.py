@@ -81,3 +81,24 @@ def test_json_logs_carry_context_and_no_secret(capsys: pytest.CaptureFixture[str
     line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert line["position"] == "mysql-bin.000001:4"
     assert "topsecret" not in json.dumps(line)
+
+
+def test_the_composition_root_freezes_start_up_and_collects_young_objects_less_often() -> None:
+    import gc
+
+    from cdc_worker.bootstrap import GC_THRESHOLDS, bootstrap
+    from cdc_worker.source_checks import ServerInfo
+
+    before = gc.get_threshold()
+    built_before = {"held": [1]}  # a container the collector tracks
+    gc.unfreeze()
+    try:
+        app = bootstrap(load_settings(), ServerInfo("10.11.6-MariaDB", is_mariadb=True))
+        assert gc.get_threshold() == GC_THRESHOLDS != before
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        assert not any(o is built_before for o in gc.get_objects())  # frozen: never walked
+        app.close()
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
