@@ -140,16 +140,23 @@ def wait_synced(engine: Engine, redis_url: str, timeout_s: float = SYNC_TIMEOUT_
             time.sleep(0.2)
 
 
-def kill_dump_threads(port: int) -> int:
-    """KILL every binlog dump thread on the server (cuts the worker's replication link)."""
+def kill_dump_threads(port: int, wait_s: float = 0.0) -> int:
+    """KILL every binlog dump thread on the server (cuts the worker's replication link);
+    waits up to ``wait_s`` for one to appear (a worker that just built its snapshot may not
+    have connected its stream yet)."""
+    deadline = time.monotonic() + wait_s
     with (
         pymysql.connect(host="127.0.0.1", port=port, user="root") as conn,
         conn.cursor() as cur,
     ):
-        cur.execute(
-            "SELECT id FROM information_schema.processlist WHERE command LIKE 'Binlog Dump%'"
-        )
-        threads = [int(row[0]) for row in cur.fetchall()]
+        while True:
+            cur.execute(
+                "SELECT id FROM information_schema.processlist WHERE command LIKE 'Binlog Dump%'"
+            )
+            threads = [int(row[0]) for row in cur.fetchall()]
+            if threads or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
         for thread_id in threads:
             cur.execute(f"KILL {thread_id}")
     return len(threads)

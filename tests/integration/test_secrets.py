@@ -57,7 +57,7 @@ def test_a_full_run_with_faults_never_prints_a_password_or_token(
     bodies: list[str] = []
     try:
         wait_synced(engine, own_redis.url)
-        assert kill_dump_threads(own_mariadb.port) >= 1
+        assert kill_dump_threads(own_mariadb.port, wait_s=30) >= 1
         own_redis.kill()
         time.sleep(1.5)
         api_url = f"http://127.0.0.1:{api_port}"
