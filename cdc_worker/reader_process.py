@@ -167,7 +167,8 @@ def _stats(reader: BinlogReader) -> Stats:
 
 
 def _flat(chunk: Chunk) -> tuple[Any, ...]:
-    """Builtins only: a dataclass costs a function call each way to pickle."""
+    """The chunk as a tuple (a dataclass costs a function call each way to pickle); its row
+    changes pickle through ``_reduce_row_change``."""
     commit = chunk.commit
     position = None if commit is None else (commit.log_file, commit.log_pos, commit.gtid)
     return chunk.changes, position, chunk.committed_at_s, chunk.ddl

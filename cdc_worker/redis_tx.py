@@ -28,15 +28,20 @@ def read_many(pipe: redis.client.Pipeline, commands: Sequence[tuple[Any, ...]]) 
     """Run read commands in one round trip on the connection ``pipe`` WATCHes on (redis-py's
     pipeline sends each on its own while it watches), and return their replies. Any error
     drops the connection: replies left unread must not reach its next user."""
-    connection: Any = pipe.connection
-    if connection is None:
-        raise RuntimeError("the pipeline must WATCH before reading on it")
+    connection = _watching_connection(pipe)
     try:
         connection.send_packed_command([b"".join(map(hiredis.pack_command, commands))])
         return [connection.read_response() for _ in commands]
     except BaseException:
         connection.disconnect()
         raise
+
+
+def _watching_connection(pipe: redis.client.Pipeline) -> Any:
+    """The connection a pipeline WATCHes on (redis-py leaves disconnect() untyped)."""
+    if pipe.connection is None:
+        raise RuntimeError("the pipeline must WATCH before commands run on its connection")
+    return pipe.connection
 
 
 class Transaction:
@@ -112,9 +117,7 @@ class Transaction:
         unread reply can reach its next user. EXEC ends the WATCH, so ``pipe`` is told it no
         longer watches (no UNWATCH round trip when it is reset).
         """
-        connection: Any = pipe.connection  # redis-py leaves disconnect() untyped
-        if connection is None:
-            raise RuntimeError("the pipeline must WATCH before a transaction runs on it")
+        connection = _watching_connection(pipe)
         try:
             connection.send_packed_command([b"".join([*self.packed, EXEC])])
             return self._replies(connection)

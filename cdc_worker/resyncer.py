@@ -214,8 +214,9 @@ class Resyncer:
         department = job.targets[0]
         with open_snapshot(self.engine, gtid=False) as snapshot:
             found = set(snapshot.ticket_ids_in_department(department))
+        key = (DEPARTMENT, department)
         with self.store.batch(checkpoint) as tx:  # tickets the read model thinks are there
-            found |= tx.link_sets([(DEPARTMENT, department)])[(DEPARTMENT, department)]
+            found |= tx.link_sets([key])[key]
         return sorted(found)
 
     def _finish(self, job: Job, state: str) -> None:
