@@ -89,6 +89,16 @@ class RowDecoder:
         self.rows_by_decoder[LIBRARY] += len(images)
         return images
 
+    def plan_of(self, table: Any) -> _Plan | None:
+        """The plan compiled for a library ``Table`` (None until an event of it was decoded
+        here: compiling needs the event's columns)."""
+        cached = getattr(table, _PLAN_ATTRIBUTE, None)
+        return cached[1] if cached is not None and cached[0] is self else None
+
+    def count_specialized(self, rows: int) -> None:
+        """Rows decoded by a plan outside ``images`` (``hotevents``)."""
+        self.rows_by_decoder[SPECIALIZED] += rows
+
     def _plan(self, event: RowsEvent) -> _Plan | None:
         table = event.table_map[event.table_id]
         cached = getattr(table, _PLAN_ATTRIBUTE, None)
@@ -115,6 +125,7 @@ class _Plan:
     """The compiled image functions of one table map."""
 
     def __init__(self, column_count: int, full: ImageFn, before: ImageFn) -> None:
+        self.column_count = column_count
         self.full_bitmap = _full_bitmap(column_count)
         self.full, self.before = full, before
 
@@ -139,6 +150,33 @@ class _Plan:
         if pos != end:
             raise DecodeError(f"decoded past the event's rows ({pos} > {end})")
         return images
+
+
+def row_images(plan: _Plan, buf: bytes, pos: int, end: int, update: bool) -> list[Images] | None:
+    """A row event's rows read from its body by ``plan``: ``pos`` is where the column count
+    starts, ``end`` where the rows end. None when the event is not laid out as the plan
+    expects (another column count, a partial row image); raises ``DecodeError`` when the rows
+    do not end exactly at ``end``. Write and delete rows come as (None, row)."""
+    if plan.column_count > 250 or buf[pos] != plan.column_count:  # one byte of count only
+        return None
+    bitmap = plan.full_bitmap
+    width = len(bitmap)
+    pos += 1
+    if buf[pos : pos + width] != bitmap:
+        return None
+    pos += width
+    if update:
+        if buf[pos : pos + width] != bitmap:
+            return None
+        return _updates(buf, pos + width, end, plan.before, plan.full)
+    images: list[Images] = []
+    full = plan.full
+    while pos < end:
+        image, pos = full(buf, pos)
+        images.append((None, image))
+    if pos != end:
+        raise DecodeError(f"decoded past the event's rows ({pos} > {end})")
+    return images
 
 
 def _updates(buf: bytes, pos: int, end: int, before: ImageFn, after: ImageFn) -> list[Images]:

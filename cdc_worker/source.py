@@ -29,6 +29,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 from cdc_worker import tablemaps
 from cdc_worker.checkpoint import Position
 from cdc_worker.errors import CheckpointLost, StreamInterrupted
+from cdc_worker.hotevents import SKIP, Gtid, HotPath, Rows, Xid
 from cdc_worker.rowdecoder import RowDecoder
 from projections.changes import TRACKED_TABLES, UPDATE_BEFORE_COLUMNS, Op, RowChange
 
@@ -74,10 +75,14 @@ class SourceConfig:
 
 class _OwnedReconnectStream(BinLogStreamReader):  # type: ignore[misc]
     """The library's reader, refusing its silent second connect, parsing each distinct
-    table map once."""
+    table map once and, given a decoder (``hot_decoder``), reading the hot events itself
+    (``hotevents``)."""
 
     _connected_once = False
     cache_table_maps = True
+    hot_decoder: RowDecoder | None = None
+    _hot: HotPath | None = None
+    _handed_back: Any = None  # a packet the hot path gives back to the library's fetchone
 
     def _BinLogStreamReader__connect_to_ctl(self) -> None:
         super()._BinLogStreamReader__connect_to_ctl()
@@ -89,6 +94,31 @@ class _OwnedReconnectStream(BinLogStreamReader):  # type: ignore[misc]
             raise StreamInterrupted("replication connection lost")
         self._connected_once = True
         super()._BinLogStreamReader__connect_to_stream()
+        connection = self._stream_connection
+        read_packet = connection._read_packet
+
+        def next_packet(*args: Any, **kwargs: Any) -> Any:
+            packet, self._handed_back = self._handed_back, None
+            return read_packet(*args, **kwargs) if packet is None else packet
+
+        connection._read_packet = next_packet
+
+    def fetchone(self) -> Any:
+        """The next event: a hot one read here, or what the library's fetchone returns."""
+        if self.hot_decoder is None or not self._connected_once:
+            return super().fetchone()  # connects first
+        hot = self._hot
+        if hot is None:  # connected: the stream's checksum setting is known now
+            hot = self._hot = HotPath(self, self.hot_decoder)
+        read_packet = self._stream_connection._read_packet
+        while True:
+            packet = read_packet()
+            found = hot.read(packet)
+            if found is None:
+                self._handed_back = packet
+                return super().fetchone()
+            if found is not SKIP:
+                return found
 
 
 def connect_quietly(**settings: Any) -> pymysql.Connection[Any]:
@@ -277,6 +307,8 @@ class BinlogReader:
     def _run(self) -> None:
         try:
             self._stream = open_stream(self.config, self.start_position)
+            if self.decoder.specialized:
+                self._stream.hot_decoder = self.decoder
             self._consume(self._stream)
         except BaseException as exc:  # handed to the worker, which decides
             if not self._stopping.is_set():
@@ -296,25 +328,37 @@ class BinlogReader:
             chunk = self._on_event(event, stream, gtids, chunk)
 
     def _on_event(self, event: Any, stream: Any, gtids: GtidState, chunk: Chunk) -> Chunk:
-        if isinstance(event, MariadbGtidEvent):
+        kind = type(event)
+        if kind is Rows:
+            return self._add(chunk, event.changes)
+        if kind is Xid:
+            return self._commit(stream.log_file, event.log_pos, event.timestamp, gtids, chunk)
+        if kind is Gtid or isinstance(event, MariadbGtidEvent):
             gtids.see(event.gtid)
         elif isinstance(event, ROW_EVENTS):
             where = f"{stream.log_file}:{event.packet.log_pos}"
-            chunk.changes.extend(_row_changes(event, where, self.decoder))
-            if len(chunk.changes) >= self.config.batch_max_rows:
-                self._put(chunk)
-                return Chunk()
+            return self._add(chunk, _row_changes(event, where, self.decoder))
         elif isinstance(event, XidEvent) or (
             isinstance(event, QueryEvent) and event.query.strip().upper() != "BEGIN"
         ):
-            return self._commit(event, stream, gtids, chunk)
+            if isinstance(event, QueryEvent) and data_changing_ddl(event.query):
+                chunk.ddl = event.query[:500]
+            log_pos, timestamp = event.packet.log_pos, event.timestamp
+            return self._commit(stream.log_file, log_pos, timestamp, gtids, chunk)
         return chunk
 
-    def _commit(self, event: Any, stream: Any, gtids: GtidState, chunk: Chunk) -> Chunk:
+    def _add(self, chunk: Chunk, changes: list[RowChange]) -> Chunk:
+        chunk.changes.extend(changes)
+        if len(chunk.changes) >= self.config.batch_max_rows:
+            self._put(chunk)
+            return Chunk()
+        return chunk
+
+    def _commit(
+        self, log_file: str, log_pos: int, timestamp: int, gtids: GtidState, chunk: Chunk
+    ) -> Chunk:
         gtid = str(gtids) if self.config.is_mariadb and gtids.by_domain else None
-        chunk.commit = Position(stream.log_file, event.packet.log_pos, gtid)
-        chunk.committed_at_s = float(event.timestamp)
-        if isinstance(event, QueryEvent) and data_changing_ddl(event.query):
-            chunk.ddl = event.query[:500]
+        chunk.commit = Position(log_file, log_pos, gtid)
+        chunk.committed_at_s = float(timestamp)
         self._put(chunk)
         return Chunk()

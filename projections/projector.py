@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from projections.changes import RowChange
-from projections.documents import build_document, encode_document
+from projections.documents import render_document
 from projections.handlers import HANDLERS, Workspace, ref_link_changes, ticket_ids_of
 from projections.state import IndexKey, LinkKey, Refs, TicketState, encode_ref, encode_state
 from projections.values import BadValue
@@ -213,11 +213,11 @@ def put_document(
     ticket_id: int, state: TicketState | None, refs: Refs, ops: StoreOps, position: str
 ) -> None:
     """Write the ticket's document (or delete it), dead-lettering any reference it lacks."""
-    doc, problems = build_document(state, refs) if state else (None, [])
+    doc, problems = render_document(state, refs) if state else (None, [])
     if doc is None:
         ops.docs_deleted.add(ticket_id)
         return
-    ops.docs_put[ticket_id] = encode_document(doc)
+    ops.docs_put[ticket_id] = doc
     if problems:
         reason = "document written with nulls: " + "; ".join(problems)
         ops.dead_letters.append(DeadLetter(f"tickets:{ticket_id}", position, reason))

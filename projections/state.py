@@ -76,6 +76,11 @@ class TicketState:
     attachments: dict[int, AttachmentInfo] = field(default_factory=dict)
     tag_ids: set[int] = field(default_factory=set)
     comments: dict[int, str] = field(default_factory=dict)
+    # The document's parts that depend on this state alone (``documents.render_document``),
+    # kept once rendered: a renamed department or status re-renders thousands of unchanged
+    # tickets. A state is not changed once rendered: the projector's workspace changes
+    # copies, and ``copy`` leaves this behind.
+    rendered: Any = field(default=None, compare=False, repr=False)
 
     def is_empty(self) -> bool:
         """True when nothing is known about the ticket any more."""
