@@ -60,7 +60,7 @@ FULL = Mode(
     "full",
     catchup_transactions=50_000,
     catchup_repeats=3,
-    naive_max_rows=50_000,
+    naive_max_rows=20_000,
     latency_seconds=10,
     latency_repeats=3,
     latency_tickets=10_000,
@@ -74,7 +74,7 @@ FULL = Mode(
     notes=[
         "Full resync at 1,000,000 tickets: one repeat of the bare read and of the resync job, "
         "and the initial snapshot as its only snapshot build (each takes minutes).",
-        "The naive projector is timed over the first 50,000 row changes of the catch-up "
+        "The naive projector is timed over the first 20,000 row changes of the catch-up "
         "backlog (it is slow); the other readers over all of it.",
     ],
 )

@@ -37,6 +37,17 @@ def read_many(pipe: redis.client.Pipeline, commands: Sequence[tuple[Any, ...]]) 
         raise
 
 
+def _pack_hset_ids(name: str, mapping: dict[int, bytes]) -> bytes:
+    """HSET in RESP for int fields (as their decimal text) and bytes values; each value is
+    copied once, by the final join."""
+    key = name.encode()
+    parts = [b"*%d\r\n$4\r\nHSET\r\n$%d\r\n%b\r\n" % (2 + 2 * len(mapping), len(key), key)]
+    for field, value in mapping.items():
+        text = b"%d" % field
+        parts += (b"$%d\r\n%b\r\n$%d\r\n" % (len(text), text, len(value)), value, b"\r\n")
+    return b"".join(parts)
+
+
 def _watching_connection(pipe: redis.client.Pipeline) -> Any:
     """The connection a pipeline WATCHes on (redis-py leaves disconnect() untyped)."""
     if pipe.connection is None:
@@ -61,8 +72,16 @@ class Transaction:
         self.packed.append(hiredis.pack_command(args))
 
     def hset(self, name: str, mapping: dict[Any, Any]) -> None:
-        """HSET name field value [field value ...]."""
-        self._queue("HSET", name, *chain.from_iterable(mapping.items()))
+        """HSET name field value [field value ...].
+
+        Packed here, not by hiredis, when the fields are ids and the values bytes (documents
+        and states, thousands per command): hiredis grows its buffer as it goes and took
+        1.5-2.2 µs a field of 1 KB, this 0.5.
+        """
+        if all(type(k) is int for k in mapping) and all(type(v) is bytes for v in mapping.values()):
+            self.packed.append(_pack_hset_ids(name, mapping))
+        else:
+            self._queue("HSET", name, *chain.from_iterable(mapping.items()))
 
     def hdel(self, name: str, *fields: Any) -> None:
         """HDEL name field [field ...]."""

@@ -20,6 +20,10 @@ from projections.handlers import HANDLERS, Workspace, ref_link_changes, ticket_i
 from projections.state import IndexKey, LinkKey, Refs, TicketState, encode_ref, encode_state
 from projections.values import BadValue
 
+# Up to this many references changed in a batch, a loaded ticket is checked against each
+# (``links_to``); more, and its set of links is built once.
+FEW_CHANGED_REFS = 4
+
 
 @dataclass(frozen=True, slots=True)
 class ReadPlan:
@@ -175,7 +179,11 @@ def _collect_tickets(ws: Workspace, ops: StoreOps, position: str) -> None:
 
 def _shows_changed_ref(state: TicketState | None, changed_refs: set[LinkKey]) -> bool:
     """True when the ticket's document shows a reference the batch changed."""
-    return bool(changed_refs) and state is not None and not state.links().isdisjoint(changed_refs)
+    if not changed_refs or state is None:
+        return False
+    if len(changed_refs) <= FEW_CHANGED_REFS:  # the usual batch: no set of links built
+        return any(state.links_to(key) for key in changed_refs)
+    return not state.links().isdisjoint(changed_refs)
 
 
 def put_state(ticket_id: int, state: TicketState | None, ops: StoreOps) -> None:

@@ -4,7 +4,9 @@ connection is clean afterwards."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import chain
 
+import hiredis
 import pytest
 import redis
 
@@ -105,3 +107,16 @@ def test_reads_run_in_one_round_trip_under_the_watch_and_a_failure_drops_the_con
             read_many(pipe, [("SMEMBERS", "str"), ("GET", "str")])
     assert client.smembers("a") == {b"1", b"2"}  # not b"x", the reply left unread
     assert client.ping()
+
+
+def test_id_keyed_hashes_pack_by_hand_as_hiredis_packs_them(client: redis.Redis) -> None:
+    documents = {1: b"{}", -2: b"", 10**12: "é\r\n\x00".encode() * 300, 0: b"$3\r\n"}
+    tx = Transaction()
+    tx.hset("docs", documents)  # ids and bytes: packed here
+    tx.hset("mixed", {1: b"one", "two": "deux"})  # anything else: packed by hiredis
+    assert tx.packed[1] == hiredis.pack_command(("HSET", "docs", *chain(*documents.items())))
+    with client.pipeline() as pipe:
+        pipe.watch("docs")
+        assert tx.execute(pipe) == [4, 2]
+    assert client.hgetall("docs") == {str(k).encode(): v for k, v in documents.items()}
+    assert client.hgetall("mixed") == {b"1": b"one", b"two": b"deux"}
