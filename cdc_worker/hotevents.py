@@ -5,9 +5,10 @@ XID. For each, python-mysql-replication builds a packet wrapper and an event obj
 several constructors with a dozen keyword arguments: in a profile of the reader child that was
 about 60% of its time, more than reading the socket and decoding the rows together.
 
-Here, once the library has seen a table map (and the row decoder compiled a plan for it), the
-same table map and the row events that use it are read from the packet's bytes by the plan,
-and GTID and XID events by two fixed layouts. Anything else, and anything unexpected in these
+Here, once the library has parsed a table map, the same table map again is only looked up
+(``tablemaps`` keeps the parse by the event's bytes); once the row decoder has compiled a plan
+for it, its row events are read from the packet's bytes by the plan; GTID and XID events are
+read by two fixed layouts. Anything else, and anything unexpected in these
 (another layout, a table map not seen yet, an unplanned table, any error), goes to the
 library's own ``fetchone`` with the packet untouched: it is handed back to the library as the
 next packet it reads. So the library still connects, handles rotations, format descriptions,
@@ -80,7 +81,8 @@ class HotPath:
         self.checksum_bytes = CHECKSUM_BYTES if get("_BinLogStreamReader__use_checksum") else 0
         self.only_tables = get("_BinLogStreamReader__only_tables")
         self.only_schemas = get("_BinLogStreamReader__only_schemas")
-        self.events_read: Counter[str] = Counter()  # by kind: rows, table maps, gtids, xids
+        # By kind (rows, table maps, gtids, xids): what the tests check took this path.
+        self.events_read: Counter[str] = Counter()
         self.usable = not (
             get("_BinLogStreamReader__verify_checksum")
             or get("_BinLogStreamReader__ignored_tables")

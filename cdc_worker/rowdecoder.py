@@ -3,8 +3,9 @@
 The library decodes every column through a chain of generic calls; that is the ceiling of
 catch-up. Here, when a table map arrives, its column types become one straight-line Python
 function (precompiled ``struct`` formats, slices of the event's buffer, no per-column
-dispatch), cached by the columns' types and metadata. The library still reads the protocol,
-the events, the table maps and the positions.
+dispatch), cached by the columns' types and metadata. The library reads the protocol and
+the first event of each table map; the events after it are read either by the library or,
+once a plan exists, straight off their packets (``hotevents``), both decoding rows here.
 
 Correctness never depends on coverage: a table with a column type not covered here, a partial
 row image, an unexpected layout or any error while decoding falls back to the library's own

@@ -112,6 +112,8 @@ class _OwnedReconnectStream(BinLogStreamReader):  # type: ignore[misc]
             hot = self._hot = HotPath(self, self.hot_decoder)
         read_packet = self._stream_connection._read_packet
         while True:
+            # A lost connection raises here, not in the library's fetchone (which would try
+            # to reconnect, refused above): translate_error makes it StreamInterrupted too.
             packet = read_packet()
             found = hot.read(packet)
             if found is None:

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from projections.state import TicketState
 
 
-STATE_CACHE_TICKETS = 20_000  # the default bound: about 40 MB of states
+# The default bound: about 60 MB of states with their rendered document parts (3 KB each).
+STATE_CACHE_TICKETS = 20_000
 
 
 class StateCache:
