@@ -94,6 +94,8 @@ class _OwnedReconnectStream(BinLogStreamReader):  # type: ignore[misc]
             raise StreamInterrupted("replication connection lost")
         self._connected_once = True
         super()._BinLogStreamReader__connect_to_stream()
+        if self.hot_decoder is None:
+            return  # the library reads every packet: nothing to hand back
         connection = self._stream_connection
         read_packet = connection._read_packet
 
