@@ -148,15 +148,13 @@ class HotPath:
             if _U16(data, 28)[0] != 2:
                 return None  # extra row data: the library reads it
             pos = 30
-        images = row_images(plan, data, pos, end, op is Op.UPDATE) if plan else None
+        images = row_images(plan, data, pos, end, op) if plan else None
         if images is None:
             return None
         self.decoder.count_specialized(len(images))
         checks = not (flags & NO_FOREIGN_KEY_CHECKS_FLAG)
         where = f"{self.stream.log_file}:{log_pos}"
         name = table.table
-        if op is Op.DELETE:  # row_images gives (None, row) for writes and deletes alike
-            return Rows([RowChange(name, op, row, None, where, checks) for _, row in images])
         return Rows([RowChange(name, op, old, new, where, checks) for old, new in images])
 
     def _tracked(self, table: Any) -> bool:

@@ -26,6 +26,8 @@ from typing import Any
 from pymysqlreplication.constants import FIELD_TYPE as T
 from pymysqlreplication.row_event import RowsEvent, UpdateRowsEvent, WriteRowsEvent
 
+from projections.changes import Op
+
 Row = dict[str, Any]
 Images = tuple[Row | None, Row | None]  # (before, after)
 ImageFn = Callable[[bytes, int], tuple[Row, int]]
@@ -143,21 +145,14 @@ class _Plan:
             if event.columns_present_bitmap2 != self.full_bitmap:
                 return None
             return _updates(buf, pos, end, self.before, self.full)
-        images: list[Images] = []
-        full = self.full
-        while pos < end:
-            image, pos = full(buf, pos)
-            images.append((None, image) if isinstance(event, WriteRowsEvent) else (image, None))
-        if pos != end:
-            raise DecodeError(f"decoded past the event's rows ({pos} > {end})")
-        return images
+        return _singles(buf, pos, end, self.full, isinstance(event, WriteRowsEvent))
 
 
-def row_images(plan: _Plan, buf: bytes, pos: int, end: int, update: bool) -> list[Images] | None:
+def row_images(plan: _Plan, buf: bytes, pos: int, end: int, op: Op) -> list[Images] | None:
     """A row event's rows read from its body by ``plan``: ``pos`` is where the column count
     starts, ``end`` where the rows end. None when the event is not laid out as the plan
     expects (another column count, a partial row image); raises ``DecodeError`` when the rows
-    do not end exactly at ``end``. Write and delete rows come as (None, row)."""
+    do not end exactly at ``end``."""
     if plan.column_count > 250 or buf[pos] != plan.column_count:  # one byte of count only
         return None
     bitmap = plan.full_bitmap
@@ -166,18 +161,22 @@ def row_images(plan: _Plan, buf: bytes, pos: int, end: int, update: bool) -> lis
     if buf[pos : pos + width] != bitmap:
         return None
     pos += width
-    if update:
+    if op is Op.UPDATE:
         if buf[pos : pos + width] != bitmap:
             return None
         return _updates(buf, pos + width, end, plan.before, plan.full)
-    images: list[Images] = []
-    full = plan.full
+    return _singles(buf, pos, end, plan.full, op is Op.INSERT)
+
+
+def _singles(buf: bytes, pos: int, end: int, image: ImageFn, inserted: bool) -> list[Images]:
+    """The rows of a write (inserted: (None, row)) or delete event ((row, None))."""
+    rows: list[Row] = []
     while pos < end:
-        image, pos = full(buf, pos)
-        images.append((None, image))
+        row, pos = image(buf, pos)
+        rows.append(row)
     if pos != end:
         raise DecodeError(f"decoded past the event's rows ({pos} > {end})")
-    return images
+    return [(None, row) for row in rows] if inserted else [(row, None) for row in rows]
 
 
 def _updates(buf: bytes, pos: int, end: int, before: ImageFn, after: ImageFn) -> list[Images]:

@@ -29,11 +29,10 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 from cdc_worker import tablemaps
 from cdc_worker.checkpoint import Position
 from cdc_worker.errors import CheckpointLost, StreamInterrupted
-from cdc_worker.hotevents import SKIP, Gtid, HotPath, Rows, Xid
+from cdc_worker.hotevents import NO_FOREIGN_KEY_CHECKS_FLAG, SKIP, Gtid, HotPath, Rows, Xid
 from cdc_worker.rowdecoder import RowDecoder
 from projections.changes import TRACKED_TABLES, UPDATE_BEFORE_COLUMNS, Op, RowChange
 
-NO_FOREIGN_KEY_CHECKS_FLAG = 0x0002
 ER_MASTER_FATAL_ERROR_READING_BINLOG = 1236
 ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
 TRUNCATING_DDL = ("TRUNCATE", "DROP", "RENAME")

@@ -30,10 +30,7 @@ def build_document(state: TicketState, refs: Refs) -> tuple[dict[str, Any] | Non
         _missing(status_id, status, department_id, department, requester_id, requester, problems)
     if assignee is None and assignee_id is not None:
         problems.append(f"unknown assignee_id {assignee_id}")
-    attachments = [
-        {"id": i, "filename": a[0], "content_type": a[1], "size_bytes": a[2]}
-        for i, a in sorted(state.attachments.items())
-    ]
+    attachments = _attachment_list(state)
     return {
         "id": state.id,
         "title": row["title"],
@@ -115,9 +112,9 @@ def render_document(state: TicketState, refs: Refs) -> tuple[bytes | None, list[
             own.department,
             _NULL if department is None else _name_json(department),
             own.requester,
-            _NULL_REQUESTER if requester is None else _requester_json(requester),
+            _NULL_REQUESTER if requester is None else _person_json(requester, b"requester"),
             own.assignee,
-            _NULL_ASSIGNEE if assignee is None else _assignee_json(assignee),
+            _NULL_ASSIGNEE if assignee is None else _person_json(assignee, b"assignee"),
             tags,
             own.tail,
         )
@@ -154,13 +151,15 @@ def _status_json(status: Status) -> bytes:
 
 
 @_memo
-def _requester_json(person: Person) -> bytes:
-    return b'%s,"requester_name":%s' % (_dumps(person.email), _dumps(person.full_name))
+def _person_json(person: Person, role: bytes) -> bytes:
+    return b'%s,"%s_name":%s' % (_dumps(person.email), role, _dumps(person.full_name))
 
 
-@_memo
-def _assignee_json(person: Person) -> bytes:
-    return b'%s,"assignee_name":%s' % (_dumps(person.email), _dumps(person.full_name))
+def _attachment_list(state: TicketState) -> list[dict[str, Any]]:
+    return [
+        {"id": i, "filename": a[0], "content_type": a[1], "size_bytes": a[2]}
+        for i, a in sorted(state.attachments.items())
+    ]
 
 
 def _own_parts(state: TicketState) -> _OwnParts:
@@ -178,10 +177,7 @@ def _own_parts(state: TicketState) -> _OwnParts:
     )
     tail = _dumps(
         {
-            "attachments": [
-                {"id": i, "filename": a[0], "content_type": a[1], "size_bytes": a[2]}
-                for i, a in sorted(state.attachments.items())
-            ],
+            "attachments": _attachment_list(state),
             "attachment_count": len(state.attachments),
             "comment_count": len(state.comments),
             "last_comment_at": max(state.comments.values(), default=None),
