@@ -20,31 +20,22 @@ def build_document(state: TicketState, refs: Refs) -> tuple[dict[str, Any] | Non
     if row is None or row["is_deleted"]:
         return None, []
     problems: list[str] = []
-    status_id, department_id = row["status_id"], row["department_id"]
-    requester_id, assignee_id = row["requester_id"], row["assignee_id"]
-    status = refs.statuses.get(status_id)
-    department = refs.departments.get(department_id)
-    requester = refs.users.get(requester_id)
-    assignee = None if assignee_id is None else refs.users.get(assignee_id)
-    if status is None or department is None or requester is None:
-        _missing(status_id, status, department_id, department, requester_id, requester, problems)
-    if assignee is None and assignee_id is not None:
-        problems.append(f"unknown assignee_id {assignee_id}")
+    status, department, requester, assignee = _references(row, refs, problems)
     attachments = _attachment_list(state)
     return {
         "id": state.id,
         "title": row["title"],
         "description": row["description"],
         "priority": row["priority"],
-        "status_id": status_id,
+        "status_id": row["status_id"],
         "status_name": status.name if status else None,
         "is_closed": status.is_closed if status else False,
-        "department_id": department_id,
+        "department_id": row["department_id"],
         "department_name": department,
-        "requester_id": requester_id,
+        "requester_id": row["requester_id"],
         "requester_email": requester.email if requester else None,
         "requester_name": requester.full_name if requester else None,
-        "assignee_id": assignee_id,
+        "assignee_id": row["assignee_id"],
         "assignee_email": assignee.email if assignee else None,
         "assignee_name": assignee.full_name if assignee else None,
         "tags": _tag_names(state, refs, problems) if state.tag_ids else [],
@@ -94,16 +85,7 @@ def render_document(state: TicketState, refs: Refs) -> tuple[bytes | None, list[
         return None, []
     row: dict[str, Any] = state.row  # type: ignore[assignment]  # a document has a row
     problems: list[str] = []
-    status = refs.statuses.get(row["status_id"])
-    department = refs.departments.get(row["department_id"])
-    requester = refs.users.get(row["requester_id"])
-    assignee_id = row["assignee_id"]
-    assignee = None if assignee_id is None else refs.users.get(assignee_id)
-    if status is None or department is None or requester is None:
-        _missing(row["status_id"], status, row["department_id"], department,
-                 row["requester_id"], requester, problems)  # fmt: skip
-    if assignee is None and assignee_id is not None:
-        problems.append(f"unknown assignee_id {assignee_id}")
+    status, department, requester, assignee = _references(row, refs, problems)
     tags = _tags_json(state, refs, problems) if state.tag_ids else _NO_TAGS
     return b"".join(
         (
@@ -194,21 +176,25 @@ def _own_parts(state: TicketState) -> _OwnParts:
     )
 
 
-def _missing(
-    status_id: int,
-    status: Status | None,
-    department_id: int,
-    department: str | None,
-    requester_id: int,
-    requester: Person | None,
-    problems: list[str],
-) -> None:
+def _references(
+    row: dict[str, Any], refs: Refs, problems: list[str]
+) -> tuple[Status | None, str | None, Person | None, Person | None]:
+    """The status, department, requester and assignee the ticket shows; each missing one
+    (None) is said in ``problems``."""
+    status = refs.statuses.get(row["status_id"])
+    department = refs.departments.get(row["department_id"])
+    requester = refs.users.get(row["requester_id"])
+    assignee_id = row["assignee_id"]
+    assignee = None if assignee_id is None else refs.users.get(assignee_id)
     if status is None:
-        problems.append(f"unknown status_id {status_id}")
+        problems.append(f"unknown status_id {row['status_id']}")
     if department is None:
-        problems.append(f"unknown department_id {department_id}")
+        problems.append(f"unknown department_id {row['department_id']}")
     if requester is None:
-        problems.append(f"unknown requester_id {requester_id}")
+        problems.append(f"unknown requester_id {row['requester_id']}")
+    if assignee is None and assignee_id is not None:
+        problems.append(f"unknown assignee_id {assignee_id}")
+    return status, department, requester, assignee
 
 
 def _tag_names(state: TicketState, refs: Refs, problems: list[str]) -> list[str]:
