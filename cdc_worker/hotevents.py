@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from pymysqlreplication.constants import BINLOG
 
-from cdc_worker.rowdecoder import RowDecoder, row_images
+from cdc_worker.rowdecoder import Images, RowDecoder, row_images
 from cdc_worker.tablemaps import CACHE_ATTRIBUTE
 from projections.changes import Op, RowChange
 
@@ -43,6 +43,15 @@ ROW_EVENTS = {
     BINLOG.UPDATE_ROWS_EVENT_V2: (Op.UPDATE, 10),
     BINLOG.DELETE_ROWS_EVENT_V2: (Op.DELETE, 10),
 }
+
+
+def row_changes(
+    table: str, op: Op, images: list[Images], log_file: str, log_pos: int, flags: int
+) -> list[RowChange]:
+    """A row event's decoded images as row changes, by either path."""
+    checks = not (flags & NO_FOREIGN_KEY_CHECKS_FLAG)
+    where = f"{log_file}:{log_pos}"
+    return [RowChange(table, op, before, after, where, checks) for before, after in images]
 
 
 class Rows(NamedTuple):
@@ -152,10 +161,7 @@ class HotPath:
         if images is None:
             return None
         self.decoder.count_specialized(len(images))
-        checks = not (flags & NO_FOREIGN_KEY_CHECKS_FLAG)
-        where = f"{self.stream.log_file}:{log_pos}"
-        name = table.table
-        return Rows([RowChange(name, op, old, new, where, checks) for old, new in images])
+        return Rows(row_changes(table.table, op, images, self.stream.log_file, log_pos, flags))
 
     def _tracked(self, table: Any) -> bool:
         return (self.only_tables is None or table.table in self.only_tables) and (

@@ -29,7 +29,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 from cdc_worker import tablemaps
 from cdc_worker.checkpoint import Position
 from cdc_worker.errors import CheckpointLost, StreamInterrupted
-from cdc_worker.hotevents import NO_FOREIGN_KEY_CHECKS_FLAG, SKIP, Gtid, HotPath, Rows, Xid
+from cdc_worker.hotevents import SKIP, Gtid, HotPath, Rows, Xid, row_changes
 from cdc_worker.rowdecoder import RowDecoder
 from projections.changes import TRACKED_TABLES, UPDATE_BEFORE_COLUMNS, Op, RowChange
 
@@ -188,10 +188,8 @@ class GtidState:
         return ",".join(self.by_domain[d] for d in sorted(self.by_domain, key=int))
 
 
-def _row_changes(event: Any, position: str, decoder: RowDecoder) -> list[RowChange]:
+def _row_changes(event: Any, log_file: str, decoder: RowDecoder) -> list[RowChange]:
     """Decode a row event (only tracked tables reach here) into row changes."""
-    checks = not (event.flags & NO_FOREIGN_KEY_CHECKS_FLAG)
-    table, images = event.table, decoder.images(event)
     op = (
         Op.UPDATE
         if isinstance(event, UpdateRowsEvent)
@@ -199,7 +197,8 @@ def _row_changes(event: Any, position: str, decoder: RowDecoder) -> list[RowChan
         if isinstance(event, WriteRowsEvent)
         else Op.DELETE
     )
-    return [RowChange(table, op, before, after, position, checks) for before, after in images]
+    images = decoder.images(event)
+    return row_changes(event.table, op, images, log_file, event.packet.log_pos, event.flags)
 
 
 def data_changing_ddl(query: str) -> bool:
@@ -339,8 +338,7 @@ class BinlogReader:
         if kind is Gtid or isinstance(event, MariadbGtidEvent):
             gtids.see(event.gtid)
         elif isinstance(event, ROW_EVENTS):
-            where = f"{stream.log_file}:{event.packet.log_pos}"
-            return self._add(chunk, _row_changes(event, where, self.decoder))
+            return self._add(chunk, _row_changes(event, stream.log_file, self.decoder))
         elif isinstance(event, XidEvent) or (
             isinstance(event, QueryEvent) and event.query.strip().upper() != "BEGIN"
         ):
