@@ -27,7 +27,7 @@ from bench import api, catchup, fanout, latency, memory, resync
 from bench.charts import render_charts
 from bench.common import log, servers
 from bench.report import render_markdown
-from cdc_worker.logs import configure_logging
+from cdc_worker.observability.logs import configure_logging
 
 __all__ = ["render_charts", "render_markdown"]
 

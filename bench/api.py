@@ -28,9 +28,10 @@ from sqlalchemy import create_engine
 
 from bench.common import Spread, log, ratio, servers
 from bench.profile import start_recording, stop_recording, summarize
-from cdc_worker import keys, migrate
-from cdc_worker.localservers import MariaDBServer, RedisServer, free_port
-from cdc_worker.seed import seed
+from cdc_worker.devtools.localservers import MariaDBServer, RedisServer, free_port
+from cdc_worker.devtools.seed import seed
+from cdc_worker.schema import migrate
+from cdc_worker.store import keys
 from tests.harness import wait_synced, worker_thread
 
 CONNECTIONS = 32

@@ -36,13 +36,14 @@ from bench.common import (
 )
 from bench.naive import naive_catchup
 from bench.profile import start_recording, stop_recording, summarize
-from cdc_worker import keys, migrate
 from cdc_worker.bootstrap import bootstrap, inspect_source
 from cdc_worker.checkpoint import Checkpoint
-from cdc_worker.loadgen import run_workload
-from cdc_worker.localservers import MariaDBServer, RedisServer
-from cdc_worker.seed import seed
+from cdc_worker.devtools.loadgen import run_workload
+from cdc_worker.devtools.localservers import MariaDBServer, RedisServer
+from cdc_worker.devtools.seed import seed
+from cdc_worker.schema import migrate
 from cdc_worker.settings import Settings, load_settings
+from cdc_worker.store import keys
 from tests.harness import read_model
 from tests.oracle import diff_documents, expected_documents
 

@@ -16,9 +16,9 @@ from typing import Any
 import pymysql
 import redis
 
-from cdc_worker import keys
 from cdc_worker.checkpoint import Checkpoint
-from cdc_worker.localservers import MariaDBServer, RedisServer, start_mariadb, start_redis
+from cdc_worker.devtools.localservers import MariaDBServer, RedisServer, start_mariadb, start_redis
+from cdc_worker.store import keys
 from tests.harness import spawn_worker, worker_env
 
 POLL_S = 0.005

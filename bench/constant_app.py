@@ -3,7 +3,7 @@
 
 from fastapi import FastAPI, Response
 
-from cdc_worker.api import NO_TELEMETRY
+from cdc_worker.api.app import NO_TELEMETRY
 
 DOCUMENT = b'{"id":1,"title":"constant"}'
 app = FastAPI(telemetry=NO_TELEMETRY)

@@ -35,9 +35,10 @@ from bench.common import (
     wait_checkpoint,
     worker_process,
 )
-from cdc_worker import keys, migrate
-from cdc_worker.localservers import MariaDBServer, RedisServer
-from cdc_worker.seed import seed
+from cdc_worker.devtools.localservers import MariaDBServer, RedisServer
+from cdc_worker.devtools.seed import seed
+from cdc_worker.schema import migrate
+from cdc_worker.store import keys
 
 OTHER_TICKETS_SHARE = 0.2  # tickets in other departments beside the renamed one
 HSET_CHUNK = 1000

@@ -25,9 +25,9 @@ from sqlalchemy import create_engine
 
 from bench.common import Spread, log, master_position, servers, wait_checkpoint, worker_process
 from bench.latency_probe import ArrivalReader, Observer, VisibilityWatcher, Writer, wait_seen
-from cdc_worker import migrate
-from cdc_worker.localservers import MariaDBServer, RedisServer
-from cdc_worker.seed import seed
+from cdc_worker.devtools.localservers import MariaDBServer, RedisServer
+from cdc_worker.devtools.seed import seed
+from cdc_worker.schema import migrate
 
 FIXED_RATES_PER_S = (100, 1000)
 FIRST_STEP_PER_S = 1000

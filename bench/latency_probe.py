@@ -20,7 +20,7 @@ import redis
 
 from bench.arrival import MARKER, marker_seq
 from bench.common import master_position
-from cdc_worker import keys
+from cdc_worker.store import keys
 
 FALLBACK_POLL_S = 0.05
 WRITER_CONNECTIONS = 4

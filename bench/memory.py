@@ -28,9 +28,9 @@ from bench.common import (
     wait_checkpoint,
     worker_process,
 )
-from cdc_worker import migrate
-from cdc_worker.localservers import MariaDBServer, RedisServer
-from cdc_worker.seed import seed
+from cdc_worker.devtools.localservers import MariaDBServer, RedisServer
+from cdc_worker.devtools.seed import seed
+from cdc_worker.schema import migrate
 
 SEED_TICKETS = 20
 TIMEOUT_S = 1800.0

@@ -18,13 +18,13 @@ from typing import Any
 from sqlalchemy import create_engine
 
 from bench.common import Spread, log, ratio, servers
-from cdc_worker import migrate
 from cdc_worker.bootstrap import bootstrap, inspect_source
-from cdc_worker.localservers import MariaDBServer, RedisServer
-from cdc_worker.resync_jobs import enqueue, load, new_job
-from cdc_worker.seed import seed
+from cdc_worker.devtools.localservers import MariaDBServer, RedisServer
+from cdc_worker.devtools.seed import seed
+from cdc_worker.schema import migrate
 from cdc_worker.settings import load_settings
-from cdc_worker.snapshot import CHILD_TABLES, COLUMNS, UNBOUNDED
+from cdc_worker.snapshots.snapshot import CHILD_TABLES, COLUMNS, UNBOUNDED
+from cdc_worker.store.jobs import enqueue, load, new_job
 from projections.changes import REFERENCE_TABLES, TICKETS
 
 CHUNK_ROWS = 2000

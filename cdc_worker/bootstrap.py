@@ -12,13 +12,13 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.dialects.mysql.pymysql import MySQLDialect_pymysql
 
 from cdc_worker.errors import SourceError
-from cdc_worker.metrics import WorkerMetrics
-from cdc_worker.redis_store import RedisStore
-from cdc_worker.resyncer import Resyncer
+from cdc_worker.observability.metrics import WorkerMetrics
 from cdc_worker.settings import Settings
-from cdc_worker.snapshotter import Snapshotter
-from cdc_worker.source import SourceConfig
-from cdc_worker.source_checks import ServerInfo, check_source
+from cdc_worker.snapshots.resyncer import Resyncer
+from cdc_worker.snapshots.snapshotter import Snapshotter
+from cdc_worker.source.binlog import SourceConfig
+from cdc_worker.source.checks import ServerInfo, check_source
+from cdc_worker.store.redis_store import RedisStore
 from cdc_worker.worker import Worker
 
 # The worker's heap is large and long-lived (its imports, the references, up to

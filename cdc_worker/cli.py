@@ -15,9 +15,9 @@ from typing import Any
 import structlog
 
 from cdc_worker.errors import CdcError, ConfigurationError, SourceError
-from cdc_worker.logs import configure_logging
+from cdc_worker.observability.logs import configure_logging
+from cdc_worker.observability.worker_http import serve
 from cdc_worker.settings import Settings, load_settings
-from cdc_worker.worker_http import serve
 
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
@@ -80,10 +80,10 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     """Serve the read API with uvicorn until SIGTERM/SIGINT."""
     import uvicorn
 
-    from cdc_worker.api import create_app
+    from cdc_worker.api.app import create_app
 
     host, port = args.host or settings.api_host, args.port or settings.api_port
-    log: Any = structlog.get_logger("cdc_worker.api")
+    log: Any = structlog.get_logger("cdc_worker.api.app")
     log.info("api listening", url=f"http://{host}:{port}", config=settings.masked())
     app = create_app(settings)
     # Everything built so far (FastAPI, pydantic schemas, the routes) lives as long as the
@@ -109,8 +109,8 @@ def cmd_check(settings: Settings, _args: argparse.Namespace) -> int:
 
     import redis
 
-    from cdc_worker import keys
-    from cdc_worker.health import verdict
+    from cdc_worker.observability.health import verdict
+    from cdc_worker.store import keys
 
     try:
         with redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5) as r:
@@ -129,7 +129,7 @@ def cmd_resync(settings: Settings, args: argparse.Namespace) -> int:
     """Ask the worker for a resync; follow it with a progress bar (or logs off a terminal)."""
     import redis
 
-    from cdc_worker.resync_cli import follow, request
+    from cdc_worker.snapshots.resync_client import follow, request
 
     with redis.Redis.from_url(settings.redis_url.get_secret_value()) as client:
         job = request(client, args.ticket, args.department)
@@ -139,7 +139,7 @@ def cmd_resync(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     """Upgrade (or downgrade) the schema with the admin URL."""
-    from cdc_worker import migrate
+    from cdc_worker.schema import migrate
 
     if args.downgrade:
         migrate.downgrade(settings.admin_url, args.revision)
@@ -152,7 +152,7 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
     """Insert sample data with the admin URL and print the rate."""
     from sqlalchemy import create_engine
 
-    from cdc_worker.seed import seed
+    from cdc_worker.devtools.seed import seed
 
     engine = create_engine(settings.admin_url)
     try:
@@ -168,7 +168,7 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     """The README's first command: everything, locally, until Ctrl-C."""
-    from cdc_worker.demo import run_demo
+    from cdc_worker.devtools.demo import run_demo
 
     return int(run_demo(settings, args))
 

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cdc_worker.checkpoint import Checkpoint
-from cdc_worker.state_cache import StateCache
-from cdc_worker.store import BatchTx, ReadModelStore
+from cdc_worker.store.interface import BatchTx, ReadModelStore
+from cdc_worker.store.state_cache import StateCache
 from projections.changes import REFERENCE_TABLES, RowChange
 from projections.projector import DeadLetter, ReadPlan, StoreOps, plan_reads, project
 from projections.state import LinkKey, Refs

@@ -20,16 +20,17 @@ import structlog
 
 from cdc_worker.checkpoint import Checkpoint, Position
 from cdc_worker.errors import CheckpointLost, StreamInterrupted
-from cdc_worker.metrics import WorkerMetrics
+from cdc_worker.observability.metrics import WorkerMetrics
+from cdc_worker.observability.reporting import record_dead_letters
 from cdc_worker.pipeline import apply_changes
-from cdc_worker.reader_process import ProcessReader
-from cdc_worker.redis_store import RedisStore
-from cdc_worker.reporting import record_dead_letters
-from cdc_worker.resyncer import FullResync, Resyncer
-from cdc_worker.snapshotter import Snapshotter
-from cdc_worker.source import BinlogReader, Chunk, SourceConfig
-from cdc_worker.state_cache import STATE_CACHE_TICKETS, StateCache
-from cdc_worker.store import FenceLost, ReadModelLost
+from cdc_worker.settings import STATE_CACHE_TICKETS
+from cdc_worker.snapshots.resyncer import FullResync, Resyncer
+from cdc_worker.snapshots.snapshotter import Snapshotter
+from cdc_worker.source.binlog import BinlogReader, Chunk, SourceConfig
+from cdc_worker.source.reader_process import ProcessReader
+from cdc_worker.store.interface import FenceLost, ReadModelLost
+from cdc_worker.store.redis_store import RedisStore
+from cdc_worker.store.state_cache import StateCache
 from projections.changes import RowChange
 from projections.handlers import ticket_ids_of
 from projections.state import Refs

@@ -1,7 +1,7 @@
 """Alembic environment: the URL comes from settings unless a caller hands one over.
 
 Precedence: ``config.attributes["connection"]`` (an open Connection), then a
-``sqlalchemy.url`` set programmatically (``cdc_worker.migrate`` does this), then
+``sqlalchemy.url`` set programmatically (``cdc_worker.schema.migrate`` does this), then
 ``load_settings().admin_url`` (``CDC_ADMIN_MYSQL_URL``, else ``CDC_MYSQL_URL``). The URL is
 never logged.
 """
@@ -14,13 +14,13 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 from sqlalchemy.engine import Connection
 
-from cdc_worker.models import Base
+from cdc_worker.schema.models import Base
 from cdc_worker.settings import load_settings
 
 config = context.config
 target_metadata = Base.metadata
 
-# cdc_worker.migrate sets configure_logger=False so it never rewires the host's logging.
+# cdc_worker.schema.migrate sets configure_logger=False so it never rewires the host's logging.
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 

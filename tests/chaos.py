@@ -21,8 +21,8 @@ import redis
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from cdc_worker.loadgen import Ids, run_transaction
-from cdc_worker.localservers import MariaDBServer, RedisServer
+from cdc_worker.devtools.loadgen import Ids, run_transaction
+from cdc_worker.devtools.localservers import MariaDBServer, RedisServer
 from tests.harness import (
     kill_dump_threads,
     purge_all_but_the_current_binlog,

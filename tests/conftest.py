@@ -13,8 +13,8 @@ import pytest
 import redis
 from sqlalchemy import Engine, create_engine, text
 
-from cdc_worker.localservers import MariaDBServer, RedisServer, start_mariadb, start_redis
-from cdc_worker.models import Base
+from cdc_worker.devtools.localservers import MariaDBServer, RedisServer, start_mariadb, start_redis
+from cdc_worker.schema.models import Base
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ import pymysql
 import redis
 from sqlalchemy import Engine
 
-from cdc_worker import keys
 from cdc_worker.bootstrap import App, bootstrap, inspect_source
-from cdc_worker.localservers import MariaDBServer
+from cdc_worker.devtools.localservers import MariaDBServer
 from cdc_worker.settings import load_settings
+from cdc_worker.store import keys
 from tests.hidden_state import diff_hidden_state, expected_hidden_state, stored_hidden_state
 from tests.oracle import diff_documents, expected_documents
 

@@ -16,7 +16,7 @@ import orjson
 import redis
 from sqlalchemy import Engine, text
 
-from cdc_worker import keys
+from cdc_worker.store import keys
 from tests.oracle import ISO, capped
 
 REFERENCES_SQL = {

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from sqlalchemy import create_engine
 
-from cdc_worker.localservers import start_mariadb, start_redis
-from cdc_worker.models import Base
-from cdc_worker.seed import seed
+from cdc_worker.devtools.localservers import start_mariadb, start_redis
+from cdc_worker.devtools.seed import seed
+from cdc_worker.schema.models import Base
 from tests.chaos import Chaos, Writer
 
 FAULTS_PER_ROUND = 20

@@ -1,8 +1,8 @@
 """Initial schema: departments, users, ticket_statuses, tickets, attachments, tags,
 ticket_tags, comments.
 
-Written out by hand from ``cdc_worker.models`` and reviewed against autogenerate
-(``cdc_worker.migrate.drift`` is empty after upgrading). Frozen: it does not import the models,
+Written out by hand from ``cdc_worker.schema.models`` and reviewed against autogenerate
+(``cdc_worker.schema.migrate.drift`` is empty after upgrading). Frozen: it does not import the models,
 so later model changes need a new revision.
 
 Revision ID: 0001

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, inspect, text
 
-from cdc_worker.localservers import MariaDBServer
+from cdc_worker.devtools.localservers import MariaDBServer
 
 CLI = [sys.executable, "-m", "cdc_worker.cli"]
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,8 +12,8 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from cdc_worker.api import create_app
-from cdc_worker.seed import seed
+from cdc_worker.api.app import create_app
+from cdc_worker.devtools.seed import seed
 from cdc_worker.settings import load_settings
 from tests.conftest import SourceDatabase
 from tests.harness import read_model, wait_synced, worker_thread

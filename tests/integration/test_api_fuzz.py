@@ -15,8 +15,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
 
-from cdc_worker.localservers import free_port
-from cdc_worker.seed import seed
+from cdc_worker.devtools.localservers import free_port
+from cdc_worker.devtools.seed import seed
 from tests.conftest import SourceDatabase
 from tests.harness import wait_synced, worker_env, worker_thread
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from sqlalchemy import create_engine
 
-from cdc_worker.localservers import MariaDBServer, RedisServer
-from cdc_worker.models import Base
-from cdc_worker.seed import seed
+from cdc_worker.devtools.localservers import MariaDBServer, RedisServer
+from cdc_worker.devtools.seed import seed
+from cdc_worker.schema.models import Base
 from tests.chaos import Chaos, Writer
 
 FAULTS = 32

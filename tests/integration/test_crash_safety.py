@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from cdc_worker import keys
 from cdc_worker.bootstrap import bootstrap, inspect_source
-from cdc_worker.loadgen import run_workload
-from cdc_worker.localservers import MariaDBServer, RedisServer
-from cdc_worker.models import Base
-from cdc_worker.seed import seed
+from cdc_worker.devtools.loadgen import run_workload
+from cdc_worker.devtools.localservers import MariaDBServer, RedisServer
+from cdc_worker.devtools.seed import seed
+from cdc_worker.schema.models import Base
 from cdc_worker.settings import load_settings
-from cdc_worker.store import FenceLost
+from cdc_worker.store import keys
+from cdc_worker.store.interface import FenceLost
 from projections.projector import StoreOps
 from tests.conftest import SourceDatabase
 from tests.harness import spawn_worker, wait_heartbeat, wait_synced, worker_env, worker_thread

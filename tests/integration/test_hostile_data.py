@@ -5,8 +5,8 @@ from __future__ import annotations
 import redis
 from sqlalchemy import text
 
-from cdc_worker import keys
-from cdc_worker.seed import seed
+from cdc_worker.devtools.seed import seed
+from cdc_worker.store import keys
 from tests.conftest import SourceDatabase
 from tests.harness import wait_streaming, wait_synced, worker_thread
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from cdc_worker.seed import seed
+from cdc_worker.devtools.seed import seed
 from tests.conftest import SourceDatabase
 from tests.harness import spawn_worker, wait_heartbeat, wait_synced, worker_env
 

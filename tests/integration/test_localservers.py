@@ -11,9 +11,9 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from cdc_worker import localservers
+from cdc_worker.devtools import localservers
+from cdc_worker.devtools.localservers import MariaDBServer, RedisServer
 from cdc_worker.errors import LocalServerError
-from cdc_worker.localservers import MariaDBServer, RedisServer
 
 if TYPE_CHECKING:
     from tests.conftest import SourceDatabase

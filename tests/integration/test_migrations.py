@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from cdc_worker import migrate
-from cdc_worker.localservers import MariaDBServer
-from cdc_worker.models import Base
+from cdc_worker.devtools.localservers import MariaDBServer
+from cdc_worker.schema import migrate
+from cdc_worker.schema.models import Base
 from tests.conftest import SourceDatabase
 
 MODEL_TABLES = set(Base.metadata.tables)

@@ -13,11 +13,11 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from cdc_worker.api import create_app
-from cdc_worker.localservers import MariaDBServer, RedisServer, free_port
-from cdc_worker.seed import seed
+from cdc_worker.api.app import create_app
+from cdc_worker.devtools.localservers import MariaDBServer, RedisServer, free_port
+from cdc_worker.devtools.seed import seed
+from cdc_worker.observability.worker_http import serve
 from cdc_worker.settings import load_settings
-from cdc_worker.worker_http import serve
 from tests.conftest import SourceDatabase
 from tests.harness import (
     kill_dump_threads,

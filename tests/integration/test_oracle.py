@@ -9,10 +9,10 @@ import pytest
 import redis
 from sqlalchemy import Connection, text
 
-from cdc_worker import keys
 from cdc_worker.checkpoint import Checkpoint
-from cdc_worker.models import Base
-from cdc_worker.seed import seed
+from cdc_worker.devtools.seed import seed
+from cdc_worker.schema.models import Base
+from cdc_worker.store import keys
 from tests import factories as f
 from tests.conftest import SourceDatabase
 from tests.harness import wait_synced, worker_thread

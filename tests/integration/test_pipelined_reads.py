@@ -12,8 +12,8 @@ import pytest
 import redis
 from redis.exceptions import AuthenticationError, RedisError, TimeoutError
 
-from cdc_worker.localservers import RedisServer
-from cdc_worker.pipelined_reads import PipelinedReader, connection_options
+from cdc_worker.api.pipelined_reads import PipelinedReader, connection_options
+from cdc_worker.devtools.localservers import RedisServer
 
 KEY = "tickets"
 

@@ -8,8 +8,8 @@ import pytest
 import redis
 from sqlalchemy import Connection, Engine, text
 
-from cdc_worker import keys
-from cdc_worker.seed import seed
+from cdc_worker.devtools.seed import seed
+from cdc_worker.store import keys
 from tests.conftest import SourceDatabase
 from tests.harness import read_model, wait_streaming, wait_synced, worker_thread
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cdc_worker.loadgen import OPERATIONS, Ids
-from cdc_worker.seed import seed
+from cdc_worker.devtools.loadgen import OPERATIONS, Ids
+from cdc_worker.devtools.seed import seed
 from tests.conftest import SourceDatabase
 from tests.harness import wait_synced, worker_thread
 

@@ -13,11 +13,11 @@ import pytest
 from sqlalchemy import text
 
 from cdc_worker.checkpoint import Position
+from cdc_worker.devtools.localservers import MariaDBServer
+from cdc_worker.devtools.seed import seed
 from cdc_worker.errors import CheckpointLost
-from cdc_worker.localservers import MariaDBServer
-from cdc_worker.reader_process import ProcessReader
-from cdc_worker.seed import seed
-from cdc_worker.source import BinlogReader, Chunk, SourceConfig
+from cdc_worker.source.binlog import BinlogReader, Chunk, SourceConfig
+from cdc_worker.source.reader_process import ProcessReader
 from tests.conftest import SourceDatabase
 from tests.harness import spawn_worker, wait_heartbeat, worker_env
 

@@ -12,9 +12,9 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from cdc_worker.api import create_app
-from cdc_worker.localservers import free_port
-from cdc_worker.seed import seed
+from cdc_worker.api.app import create_app
+from cdc_worker.devtools.localservers import free_port
+from cdc_worker.devtools.seed import seed
 from cdc_worker.settings import load_settings
 from tests.conftest import SourceDatabase
 from tests.harness import wait_synced, worker_env, worker_thread

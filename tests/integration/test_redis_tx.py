@@ -10,7 +10,7 @@ import hiredis
 import pytest
 import redis
 
-from cdc_worker.redis_tx import Transaction, read_many
+from cdc_worker.store.redis_tx import Transaction, read_many
 
 
 @pytest.fixture

@@ -20,16 +20,16 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
-from cdc_worker import keys
 from cdc_worker import worker as worker_loop
-from cdc_worker.api import create_app
+from cdc_worker.api.app import create_app
 from cdc_worker.checkpoint import Position
-from cdc_worker.loadgen import run_workload
-from cdc_worker.localservers import MariaDBServer, free_port
-from cdc_worker.models import Base
-from cdc_worker.resync_jobs import Job, enqueue, load, new_job
-from cdc_worker.seed import seed
+from cdc_worker.devtools.loadgen import run_workload
+from cdc_worker.devtools.localservers import MariaDBServer, free_port
+from cdc_worker.devtools.seed import seed
+from cdc_worker.schema.models import Base
 from cdc_worker.settings import load_settings
+from cdc_worker.store import keys
+from cdc_worker.store.jobs import Job, enqueue, load, new_job
 from tests.conftest import SourceDatabase
 from tests.harness import (
     purge_all_but_the_current_binlog,

@@ -20,9 +20,9 @@ from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from cdc_worker.checkpoint import Position
-from cdc_worker.localservers import MariaDBServer
-from cdc_worker.rowdecoder import LIBRARY, SPECIALIZED, RowDecoder, library_images
-from cdc_worker.source import ROW_EVENTS, SourceConfig, connect_quietly, open_stream
+from cdc_worker.devtools.localservers import MariaDBServer
+from cdc_worker.source.binlog import ROW_EVENTS, SourceConfig, connect_quietly, open_stream
+from cdc_worker.source.rowdecoder import LIBRARY, SPECIALIZED, RowDecoder, library_images
 from tests.conftest import SourceDatabase
 
 EVERY_TYPE = """

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
-from cdc_worker.models import Base
+from cdc_worker.schema.models import Base
 from tests import factories as f
 from tests.conftest import SourceDatabase
 

@@ -10,10 +10,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from cdc_worker.loadgen import run_workload
-from cdc_worker.localservers import CDC_PASSWORD, MariaDBServer, RedisServer, free_port
-from cdc_worker.models import Base
-from cdc_worker.seed import seed
+from cdc_worker.devtools.loadgen import run_workload
+from cdc_worker.devtools.localservers import CDC_PASSWORD, MariaDBServer, RedisServer, free_port
+from cdc_worker.devtools.seed import seed
+from cdc_worker.schema.models import Base
 from tests.harness import kill_dump_threads, spawn_worker, wait_synced, worker_env
 
 ADMIN_TOKEN = "admin-token-4f9c2e7d"

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from cdc_worker.models import PRIORITIES, Base
-from cdc_worker.seed import SeedReport, seed
+from cdc_worker.devtools.seed import SeedReport, seed
+from cdc_worker.schema.models import PRIORITIES, Base
 from tests.conftest import SourceDatabase
 
 TICKETS = 600

@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import ProgrammingError
 
-from cdc_worker.chunk_reader import ChunkReader
-from cdc_worker.seed import seed
-from cdc_worker.snapshot import open_snapshot
-from cdc_worker.snapshot_reader import open_process_snapshot
+from cdc_worker.devtools.seed import seed
+from cdc_worker.snapshots.chunk_reader import ChunkReader
+from cdc_worker.snapshots.snapshot import open_snapshot
+from cdc_worker.snapshots.snapshot_reader import open_process_snapshot
 from tests.conftest import SourceDatabase
 
 

@@ -9,7 +9,7 @@ import pymysql
 import pytest
 from sqlalchemy import make_url
 
-from cdc_worker.localservers import MariaDBServer
+from cdc_worker.devtools.localservers import MariaDBServer
 from tests.harness import worker_env
 
 

@@ -12,9 +12,9 @@ import pymysql
 import pytest
 from sqlalchemy import create_engine
 
-from cdc_worker.localservers import MariaDBServer
-from cdc_worker.models import Base
-from cdc_worker.seed import seed
+from cdc_worker.devtools.localservers import MariaDBServer
+from cdc_worker.devtools.seed import seed
+from cdc_worker.schema.models import Base
 from tests.harness import wait_synced, worker_env, worker_thread
 
 

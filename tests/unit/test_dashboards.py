@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from cdc_worker.api_metrics import ApiMetrics
-from cdc_worker.metrics import WorkerMetrics
+from cdc_worker.api.metrics import ApiMetrics
+from cdc_worker.observability.metrics import WorkerMetrics
 from cdc_worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cdc_worker import keys
 from cdc_worker.settings import ENV_PREFIX, Settings
+from cdc_worker.store import keys
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

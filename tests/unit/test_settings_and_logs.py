@@ -8,7 +8,7 @@ import pytest
 import structlog
 
 from cdc_worker.errors import ConfigurationError
-from cdc_worker.logs import SecretMasker, configure_logging
+from cdc_worker.observability.logs import SecretMasker, configure_logging
 from cdc_worker.settings import load_settings, mask_url
 
 
@@ -87,7 +87,7 @@ def test_the_composition_root_freezes_start_up_and_collects_young_objects_less_o
     import gc
 
     from cdc_worker.bootstrap import GC_THRESHOLDS, bootstrap
-    from cdc_worker.source_checks import ServerInfo
+    from cdc_worker.source.checks import ServerInfo
 
     before = gc.get_threshold()
     built_before = {"held": [1]}  # a container the collector tracks

@@ -7,8 +7,8 @@ import pickle
 import pytest
 
 from cdc_worker.checkpoint import Checkpoint, Position
-from cdc_worker.source import GtidState, data_changing_ddl
-from cdc_worker.source_checks import grant_problems, settings_problems
+from cdc_worker.source.binlog import GtidState, data_changing_ddl
+from cdc_worker.source.checks import grant_problems, settings_problems
 
 GOOD = {
     "log_bin": "ON",
@@ -116,8 +116,8 @@ def test_binlog_positions_order_by_file_number_then_offset() -> None:
 def test_chunks_cross_the_reader_queue_whole_with_row_changes_as_themselves() -> None:
     from multiprocessing.reduction import ForkingPickler
 
-    from cdc_worker.reader_process import _chunk, _flat
-    from cdc_worker.source import Chunk
+    from cdc_worker.source.binlog import Chunk
+    from cdc_worker.source.reader_process import _chunk, _flat
     from projections.changes import Op, RowChange, delete, insert
 
     changes = [

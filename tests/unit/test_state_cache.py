@@ -9,8 +9,8 @@ import pytest
 
 from cdc_worker.checkpoint import Checkpoint, Position
 from cdc_worker.pipeline import apply_changes
-from cdc_worker.state_cache import StateCache
-from cdc_worker.store import MemoryStore
+from cdc_worker.store.interface import MemoryStore
+from cdc_worker.store.state_cache import StateCache
 from projections.changes import TICKETS, insert, update
 from projections.state import Refs, TicketState
 from tests import factories as f

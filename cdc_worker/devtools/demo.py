@@ -22,10 +22,11 @@ import orjson
 import redis
 from sqlalchemy import create_engine, text
 
-from cdc_worker import keys, migrate
-from cdc_worker.localservers import free_port, start_mariadb, start_redis
-from cdc_worker.seed import seed
+from cdc_worker.devtools.localservers import free_port, start_mariadb, start_redis
+from cdc_worker.devtools.seed import seed
+from cdc_worker.schema import migrate
 from cdc_worker.settings import Settings, mask_url
+from cdc_worker.store import keys
 
 READY_TIMEOUT_S = 120.0
 

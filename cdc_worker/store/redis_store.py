@@ -11,11 +11,11 @@ from typing import Any
 import orjson
 import redis
 
-from cdc_worker import keys
 from cdc_worker.checkpoint import Checkpoint
-from cdc_worker.redis_tx import Transaction, read_many
-from cdc_worker.resync_jobs import Job, save_ops
-from cdc_worker.store import FenceLost, ReadModelLost
+from cdc_worker.store import keys
+from cdc_worker.store.interface import FenceLost, ReadModelLost
+from cdc_worker.store.jobs import Job, save_ops
+from cdc_worker.store.redis_tx import Transaction, read_many
 from projections.projector import StoreOps
 from projections.state import REF_KINDS, LinkKey, Refs, TicketState, decode_ref, decode_state
 

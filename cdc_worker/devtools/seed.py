@@ -19,7 +19,7 @@ from typing import TextIO
 
 from sqlalchemy import Connection, Engine, Table, func, select
 
-from cdc_worker.models import PRIORITIES, Base
+from cdc_worker.schema.models import PRIORITIES, Base
 
 # The vocabulary is data: kept compact by hand rather than one item per line.
 # fmt: off

@@ -23,14 +23,14 @@ import pymysql
 from sqlalchemy import Engine
 
 from cdc_worker.checkpoint import Position
-from cdc_worker.reader_process import portable, prepare_child, start_child, stop_child
-from cdc_worker.snapshot import (
+from cdc_worker.snapshots.snapshot import (
     TicketChunk,
     as_changes,
     as_ticket_chunk,
     open_snapshot,
     snapshot_label,
 )
+from cdc_worker.source.reader_process import portable, prepare_child, start_child, stop_child
 from projections.changes import RowChange
 
 WAIT_S = 1.0

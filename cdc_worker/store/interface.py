@@ -14,7 +14,7 @@ from typing import Protocol
 
 from cdc_worker.checkpoint import Checkpoint
 from cdc_worker.errors import StoreError
-from cdc_worker.resync_jobs import Job
+from cdc_worker.store.jobs import Job
 from projections.projector import DeadLetter, StoreOps
 from projections.state import (
     REF_KINDS,

@@ -13,10 +13,10 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Request
 from pydantic import BaseModel, Field
 
-from cdc_worker import keys
-from cdc_worker.api_models import Problem
-from cdc_worker.resync_jobs import JOB_TTL_S, Job, new_job
+from cdc_worker.api.models import Problem
 from cdc_worker.settings import Settings
+from cdc_worker.store import keys
+from cdc_worker.store.jobs import JOB_TTL_S, Job, new_job
 
 UNAUTHORIZED: dict[int | str, dict[str, Any]] = {401: {"model": Problem}, 403: {"model": Problem}}
 

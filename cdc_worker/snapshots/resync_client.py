@@ -9,8 +9,8 @@ from typing import Any
 import redis
 import structlog
 
-from cdc_worker import keys
-from cdc_worker.resync_jobs import Job, JobKind, enqueue, load, new_job
+from cdc_worker.store import keys
+from cdc_worker.store.jobs import Job, JobKind, enqueue, load, new_job
 
 POLL_S = 0.25
 LOG_EVERY_S = 2.0

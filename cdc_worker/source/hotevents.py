@@ -24,8 +24,8 @@ from typing import Any, NamedTuple
 
 from pymysqlreplication.constants import BINLOG
 
-from cdc_worker.rowdecoder import Images, RowDecoder, row_images
-from cdc_worker.tablemaps import CACHE_ATTRIBUTE
+from cdc_worker.source.rowdecoder import Images, RowDecoder, row_images
+from cdc_worker.source.tablemaps import CACHE_ATTRIBUTE
 from projections.changes import Op, RowChange
 
 NO_FOREIGN_KEY_CHECKS_FLAG = 0x0002

@@ -21,9 +21,9 @@ import pymysql
 from sqlalchemy import Engine
 
 from cdc_worker.checkpoint import Position
-from cdc_worker.reader_process import portable, prepare_child, start_child, stop_child
-from cdc_worker.snapshot import TicketChunk, as_ticket_chunk, open_snapshot
-from cdc_worker.snapshot_reader import receive
+from cdc_worker.snapshots.snapshot import TicketChunk, as_ticket_chunk, open_snapshot
+from cdc_worker.snapshots.snapshot_reader import receive
+from cdc_worker.source.reader_process import portable, prepare_child, start_child, stop_child
 
 NAME = "resync chunk reader"
 

@@ -19,12 +19,12 @@ from sqlalchemy.exc import ProgrammingError
 
 from cdc_worker.checkpoint import Checkpoint
 from cdc_worker.errors import SourceError
-from cdc_worker.metrics import WorkerMetrics
-from cdc_worker.redis_store import RedisStore
-from cdc_worker.reporting import record_dead_letters
-from cdc_worker.snapshot import Snapshot, open_snapshot
-from cdc_worker.snapshot_reader import ProcessSnapshot, open_process_snapshot
-from cdc_worker.store import FenceLost
+from cdc_worker.observability.metrics import WorkerMetrics
+from cdc_worker.observability.reporting import record_dead_letters
+from cdc_worker.snapshots.snapshot import Snapshot, open_snapshot
+from cdc_worker.snapshots.snapshot_reader import ProcessSnapshot, open_process_snapshot
+from cdc_worker.store.interface import FenceLost
+from cdc_worker.store.redis_store import RedisStore
 from projections.fresh import project_fresh
 from projections.projector import StoreOps, project
 from projections.state import Refs

@@ -15,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, pool
 
 from cdc_worker.errors import ConfigurationError
-from cdc_worker.models import Base
+from cdc_worker.schema.models import Base
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 

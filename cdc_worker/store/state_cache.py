@@ -18,17 +18,8 @@ from itertools import islice
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from cdc_worker.store import BatchTx
+    from cdc_worker.store.interface import BatchTx
     from projections.state import TicketState
-
-
-# The default bound: at most about 150 MB of states with their rendered document parts
-# (3 KB each). A rename fans out to every ticket of a department or status, so the tickets
-# a catch-up touches come round again and again: on the benchmark's 24,500 tickets, 20,000
-# states missed 75,490 times (the least recently used ones were always the next wanted),
-# 50,000 states 31,321 times (each ticket once), and the catch-up ran 1.135x faster
-# (3 alternating pairs) for 17 MiB more peak RSS.
-STATE_CACHE_TICKETS = 50_000
 
 
 class StateCache:

@@ -11,7 +11,7 @@ import base64
 import binascii
 from dataclasses import dataclass
 
-from cdc_worker import keys
+from cdc_worker.store import keys
 
 CURSOR_PREFIX = b"v1:"
 SCAN_BUDGET = 20_000

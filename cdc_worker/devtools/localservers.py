@@ -4,8 +4,8 @@ Each server lives in its own directory, listens on 127.0.0.1 only and is started
 binlog settings the worker depends on. MariaDB datadirs are copied from a template built once
 per MariaDB version, so a fresh server costs well under a second.
 
-CLI: ``python -m cdc_worker.localservers up DIR`` prints ``export CDC_...=`` lines,
-``python -m cdc_worker.localservers down DIR`` stops what ``up`` started.
+CLI: ``python -m cdc_worker.devtools.localservers up DIR`` prints ``export CDC_...=`` lines,
+``python -m cdc_worker.devtools.localservers down DIR`` stops what ``up`` started.
 """
 
 from __future__ import annotations
@@ -456,7 +456,7 @@ def _down(base_dir: Path) -> None:
 def main(argv: Sequence[str]) -> int:
     """``up DIR`` or ``down DIR``; returns the exit code."""
     if len(argv) != 2 or argv[0] not in {"up", "down"}:
-        print("usage: python -m cdc_worker.localservers up|down DIR", file=sys.stderr)
+        print("usage: python -m cdc_worker.devtools.localservers up|down DIR", file=sys.stderr)
         return 2
     try:
         (_up if argv[0] == "up" else _down)(Path(argv[1]))

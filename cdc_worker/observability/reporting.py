@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cdc_worker.metrics import WorkerMetrics
+from cdc_worker.observability.metrics import WorkerMetrics
 from projections.projector import StoreOps
 
 

@@ -26,11 +26,11 @@ from pymysqlreplication.event import (
 )
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
-from cdc_worker import tablemaps
 from cdc_worker.checkpoint import Position
 from cdc_worker.errors import CheckpointLost, StreamInterrupted
-from cdc_worker.hotevents import SKIP, Gtid, HotPath, Rows, Xid, row_changes
-from cdc_worker.rowdecoder import RowDecoder
+from cdc_worker.source import tablemaps
+from cdc_worker.source.hotevents import SKIP, Gtid, HotPath, Rows, Xid, row_changes
+from cdc_worker.source.rowdecoder import RowDecoder
 from projections.changes import TRACKED_TABLES, UPDATE_BEFORE_COLUMNS, Op, RowChange
 
 ER_MASTER_FATAL_ERROR_READING_BINLOG = 1236

@@ -17,17 +17,17 @@ from typing import Any
 import structlog
 from sqlalchemy import Engine
 
-from cdc_worker import keys
 from cdc_worker.checkpoint import Checkpoint, Position
-from cdc_worker.chunk_reader import ChunkReader
 from cdc_worker.errors import StreamInterrupted
-from cdc_worker.metrics import WorkerMetrics
+from cdc_worker.observability.metrics import WorkerMetrics
+from cdc_worker.observability.reporting import record_dead_letters
 from cdc_worker.pipeline import Shadow
-from cdc_worker.redis_store import RedisStore
-from cdc_worker.reporting import record_dead_letters
-from cdc_worker.resync_jobs import Job
-from cdc_worker.resync_jobs import load as load_job
-from cdc_worker.snapshot import UNBOUNDED, TicketChunk, open_snapshot
+from cdc_worker.snapshots.chunk_reader import ChunkReader
+from cdc_worker.snapshots.snapshot import UNBOUNDED, TicketChunk, open_snapshot
+from cdc_worker.store import keys
+from cdc_worker.store.jobs import Job
+from cdc_worker.store.jobs import load as load_job
+from cdc_worker.store.redis_store import RedisStore
 from projections.fresh import project_fresh
 from projections.projector import StoreOps, project, replace_tickets
 from projections.state import DEPARTMENT, Refs

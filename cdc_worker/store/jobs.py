@@ -13,7 +13,7 @@ from typing import Literal
 import orjson
 import redis
 
-from cdc_worker import keys
+from cdc_worker.store import keys
 
 JobKind = Literal["full", "tickets", "department"]
 JobState = Literal["queued", "running", "done", "failed"]

@@ -14,13 +14,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cdc_worker import keys
-from cdc_worker.admin_api import add_admin_routes
-from cdc_worker.api_metrics import ApiMetrics
-from cdc_worker.api_models import Problem, Readiness, TicketBatch, TicketDocument, TicketPage
-from cdc_worker.health import verdict
-from cdc_worker.pipelined_reads import PipelinedReader
-from cdc_worker.read_queries import (
+from cdc_worker.api.admin import add_admin_routes
+from cdc_worker.api.metrics import ApiMetrics
+from cdc_worker.api.models import Problem, Readiness, TicketBatch, TicketDocument, TicketPage
+from cdc_worker.api.pipelined_reads import PipelinedReader
+from cdc_worker.api.queries import (
     LIST_SCRIPT,
     MAX_TICKET_ID,
     BadCursor,
@@ -29,7 +27,9 @@ from cdc_worker.read_queries import (
     list_arguments,
     page_from_reply,
 )
+from cdc_worker.observability.health import verdict
 from cdc_worker.settings import Settings
+from cdc_worker.store import keys
 
 JSON = "application/json"
 TicketId = Annotated[int, Path(ge=1, le=MAX_TICKET_ID, description="Ticket id", examples=[1])]
