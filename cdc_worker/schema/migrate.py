@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, pool
 from cdc_worker.errors import ConfigurationError
 from cdc_worker.schema.models import Base
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]  # cdc_worker/
 
 
 def upgrade(url: str, revision: str = "head") -> None:
