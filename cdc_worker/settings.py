@@ -61,7 +61,7 @@ class Settings(BaseSettings):
         default=STATE_CACHE_TICKETS,
         ge=0,
         le=10_000_000,
-        description="Ticket states the worker keeps in memory between batches (about 2 KB "
+        description="Ticket states the worker keeps in memory between batches (about 3 KB "
         "each), so a batch reads from Redis only the others; 0: none.",
     )
     binlog_reader: Literal["process", "thread"] = Field(

@@ -1,7 +1,7 @@
 """Every Redis key the worker owns, defined here and nowhere else.
 
 State keys carry a generation number: a resync builds generation N+1 beside the live
-generation N and one atomic step makes it current (see README, "Redis keys").
+generation N and one atomic step makes it current (see docs/redis-keys.md).
 """
 
 from __future__ import annotations
