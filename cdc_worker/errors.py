@@ -29,6 +29,11 @@ class CheckpointLost(SourceError):
     """Raised when the checkpoint's binlog is gone from the server (error 1236)."""
 
 
+class UnreadableEvent(SourceError):
+    """Raised when the binlog holds an event that may change rows and the worker cannot
+    read it: the worker stops applying there rather than skip it."""
+
+
 class StoreError(CdcError):
     """Raised when the Redis store cannot be used."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import re
 import socket
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Any
 import pymysql
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import (
+    FormatDescriptionEvent,
     HeartbeatLogEvent,
     MariadbGtidEvent,
     QueryEvent,
@@ -27,9 +29,9 @@ from pymysqlreplication.event import (
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from cdc_worker.checkpoint import Position
-from cdc_worker.errors import CheckpointLost, StreamInterrupted
+from cdc_worker.errors import CheckpointLost, StreamInterrupted, UnreadableEvent
 from cdc_worker.source import tablemaps
-from cdc_worker.source.hotevents import SKIP, Gtid, HotPath, Rows, Xid, row_changes
+from cdc_worker.source.hotevents import CHECKSUM_BYTES, SKIP, Gtid, HotPath, Rows, Xid, row_changes
 from cdc_worker.source.rowdecoder import RowDecoder
 from projections.changes import TRACKED_TABLES, UPDATE_BEFORE_COLUMNS, Op, RowChange
 
@@ -37,6 +39,7 @@ ER_MASTER_FATAL_ERROR_READING_BINLOG = 1236
 ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
 TRUNCATING_DDL = ("TRUNCATE", "DROP", "RENAME")
 INCOMPATIBLE_ALTER = {"DROP", "CHANGE", "MODIFY", "RENAME"}
+BINLOG_FILE_NAME = re.compile(r".+\.[0-9]{6,}")  # base name, a dot, a sequence number
 
 
 @dataclass(slots=True)
@@ -82,17 +85,32 @@ class _OwnedReconnectStream(BinLogStreamReader):  # type: ignore[misc]
     hot_decoder: RowDecoder | None = None
     _hot: HotPath | None = None
     _handed_back: Any = None  # a packet the hot path gives back to the library's fetchone
+    _checksum_at_connect = True
 
     def _BinLogStreamReader__connect_to_ctl(self) -> None:
         super()._BinLogStreamReader__connect_to_ctl()
         if self.cache_table_maps:
             tablemaps.enable(self._ctl_connection)
 
+    def _BinLogStreamReader__checksum_enabled(self) -> bool:
+        """Tell the server we handle checksums whatever ``binlog_checksum`` is now (else
+        switching it on while we stream makes the server refuse to go on: error 1236), and
+        note whether events carry one now; each format description says so from then on."""
+        with self._stream_connection.cursor() as cursor:
+            cursor.execute("SET @master_binlog_checksum = @@global.binlog_checksum")
+            cursor.execute("SELECT @master_binlog_checksum")
+            (algorithm,) = cursor.fetchone()
+        if isinstance(algorithm, bytes):
+            algorithm = algorithm.decode()
+        self._checksum_at_connect = str(algorithm or "NONE").upper() != "NONE"
+        return False  # the library need not set the variable again
+
     def _BinLogStreamReader__connect_to_stream(self) -> None:
         if self._connected_once:
             raise StreamInterrupted("replication connection lost")
         self._connected_once = True
         super()._BinLogStreamReader__connect_to_stream()
+        self._BinLogStreamReader__use_checksum = self._checksum_at_connect
         if self.hot_decoder is None:
             return  # the library reads every packet: nothing to hand back
         connection = self._stream_connection
@@ -107,7 +125,7 @@ class _OwnedReconnectStream(BinLogStreamReader):  # type: ignore[misc]
     def fetchone(self) -> Any:
         """The next event: a hot one read here, or what the library's fetchone returns."""
         if self.hot_decoder is None or not self._connected_once:
-            return super().fetchone()  # connects first
+            return self._library_fetchone()  # connects first
         hot = self._hot
         if hot is None:  # connected: the stream's checksum setting is known now
             hot = self._hot = HotPath(self, self.hot_decoder)
@@ -119,9 +137,27 @@ class _OwnedReconnectStream(BinLogStreamReader):  # type: ignore[misc]
             found = hot.read(packet)
             if found is None:
                 self._handed_back = packet
-                return super().fetchone()
+                return self._library_fetchone()
             if found is not SKIP:
                 return found
+
+    def _library_fetchone(self) -> Any:
+        """The library's next event, after following a format description's checksum
+        setting and checking a rotation's file name."""
+        event = super().fetchone()
+        kind = type(event)
+        if kind is FormatDescriptionEvent:
+            # binlog_checksum changed since we connected: events of this file differ. The
+            # library keeps the setting it saw at connect and would cut 4 bytes off every
+            # event (file names in rotations: "mysql-bin.00"), or read 4 too many.
+            use_checksum = event.checksum_algorithm not in (0, 255, None)
+            self._BinLogStreamReader__use_checksum = use_checksum
+            if self._hot is not None:
+                self._hot.checksum_bytes = CHECKSUM_BYTES if use_checksum else 0
+        elif kind is RotateEvent and not BINLOG_FILE_NAME.fullmatch(event.next_binlog):
+            name = event.next_binlog
+            raise UnreadableEvent(f"a rotation names a malformed binlog file: {name!r}")
+        return event
 
 
 def connect_quietly(**settings: Any) -> pymysql.Connection[Any]:
@@ -160,6 +196,7 @@ def open_stream(config: SourceConfig, start: Position) -> Any:
             QueryEvent,
             XidEvent,
             RotateEvent,
+            FormatDescriptionEvent,
             MariadbGtidEvent,
             HeartbeatLogEvent,
         ],

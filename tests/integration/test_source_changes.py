@@ -1,0 +1,96 @@
+"""The source's settings changed while the worker streams: nothing lost, skipped or rebuilt."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pymysql
+import pytest
+import redis
+from sqlalchemy import create_engine
+
+from cdc_worker.checkpoint import Checkpoint
+from cdc_worker.devtools.loadgen import run_workload
+from cdc_worker.devtools.localservers import MariaDBServer, RedisServer
+from cdc_worker.devtools.seed import seed
+from cdc_worker.schema.models import Base
+from cdc_worker.store import keys
+from tests.conftest import SourceDatabase
+from tests.harness import spawn_worker, wait_synced, worker_env
+
+
+@pytest.fixture
+def own_source(own_mariadb: MariaDBServer) -> Iterator[SourceDatabase]:
+    engine = create_engine(own_mariadb.root_url, pool_pre_ping=True)
+    Base.metadata.create_all(engine)
+    seed(engine, 40, seed=5)
+    yield SourceDatabase("helpdesk", own_mariadb.root_url, own_mariadb.cdc_url, engine)
+    engine.dispose()
+
+
+def root_sql(server: MariaDBServer, *statements: str) -> list[tuple[object, ...]]:
+    """Run statements as root; the last one's rows."""
+    rows: list[tuple[object, ...]] = []
+    with (
+        pymysql.connect(host="127.0.0.1", port=server.port, user="root", autocommit=True) as c,
+        c.cursor() as cursor,
+    ):
+        for statement in statements:
+            cursor.execute(statement)
+            rows = list(cursor.fetchall())
+    return rows
+
+
+def checkpoint(redis_url: str) -> Checkpoint:
+    with redis.Redis.from_url(redis_url) as client:
+        raw = client.get(keys.CHECKPOINT)
+    assert raw is not None
+    return Checkpoint.decode(raw)
+
+
+def assert_checkpoint_names_a_real_file(server: MariaDBServer, redis_url: str) -> Checkpoint:
+    stored = checkpoint(redis_url)
+    files = [str(row[0]) for row in root_sql(server, "SHOW BINARY LOGS")]
+    assert stored.position.log_file in files, f"{stored.position} names no binlog of {files}"
+    return stored
+
+
+def test_switching_binlog_checksum_while_streaming_keeps_positions_exact(
+    own_mariadb: MariaDBServer, own_source: SourceDatabase, own_redis: RedisServer, tmp_path: Path
+) -> None:
+    engine, log = own_source.engine, tmp_path / "worker.log"
+    env = worker_env(own_source.cdc_url, own_redis.url)
+    worker = spawn_worker(env, log)
+    try:
+        wait_synced(engine, own_redis.url)
+        generation = checkpoint(own_redis.url).generation
+        # CRC32 -> NONE: the server rotates; the events of the new files carry no checksum.
+        root_sql(own_mariadb, "SET GLOBAL binlog_checksum=NONE")
+        run_workload(engine, 20, seed=1)
+        root_sql(own_mariadb, "FLUSH BINARY LOGS")  # a rotation inside a checksum-less file
+        run_workload(engine, 20, seed=2)
+        wait_synced(engine, own_redis.url)
+        assert_checkpoint_names_a_real_file(own_mariadb, own_redis.url)
+        # NONE -> CRC32 while streaming: the server must go on sending, not refuse.
+        root_sql(own_mariadb, "SET GLOBAL binlog_checksum=CRC32")
+        run_workload(engine, 20, seed=3)
+        wait_synced(engine, own_redis.url)
+        assert_checkpoint_names_a_real_file(own_mariadb, own_redis.url)
+        root_sql(own_mariadb, "SET GLOBAL binlog_checksum=NONE")
+        run_workload(engine, 20, seed=4)
+        wait_synced(engine, own_redis.url)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    run_workload(engine, 20, seed=6)  # written while no worker runs
+    worker = spawn_worker(env, log)
+    try:
+        wait_synced(engine, own_redis.url)
+        stored = assert_checkpoint_names_a_real_file(own_mariadb, own_redis.url)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+    assert stored.generation == generation, "the read model was rebuilt from a snapshot"
+    assert "snapshot started" not in log.read_text().split("streaming", 1)[1]
