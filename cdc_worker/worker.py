@@ -6,6 +6,7 @@ stored checkpoint, so the library's own reconnects never re-deliver or skip anyt
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -19,7 +20,7 @@ import sqlalchemy.exc
 import structlog
 
 from cdc_worker.checkpoint import Checkpoint, Position
-from cdc_worker.errors import CheckpointLost, StreamInterrupted
+from cdc_worker.errors import CheckpointLost, StreamInterrupted, UnreadableEvent
 from cdc_worker.observability.metrics import WorkerMetrics
 from cdc_worker.observability.reporting import record_dead_letters
 from cdc_worker.pipeline import apply_changes
@@ -29,6 +30,7 @@ from cdc_worker.snapshots.snapshotter import Snapshotter
 from cdc_worker.source.binlog import BinlogReader, Chunk, SourceConfig
 from cdc_worker.source.reader_process import ProcessReader
 from cdc_worker.store.interface import FenceLost, ReadModelLost
+from cdc_worker.store.jobs import Job
 from cdc_worker.store.redis_store import RedisStore
 from cdc_worker.store.state_cache import StateCache
 from projections.changes import RowChange
@@ -130,6 +132,7 @@ class Worker:
         self.backoff_max_s = backoff_max_s
         self.stopping = threading.Event()
         self.resync_reason: str | None = None
+        self._halt_job: Job | None = None
         self.log: Any = structlog.get_logger("cdc_worker")
         self._last_heartbeat_s = 0.0
         self._lag_s = 0.0
@@ -149,6 +152,8 @@ class Worker:
             try:
                 self._session()
                 failures = 0
+            except UnreadableEvent as exc:
+                self._halt(str(exc))
             except ReadModelLost as exc:
                 self.log.warning("read model vanished from Redis; full resync", error=str(exc))
                 self.resync_reason = "read_model_lost"
@@ -160,6 +165,29 @@ class Worker:
                 self.resync_reason = "checkpoint_lost"
         self.log.info("worker stopped")
         return 0
+
+    def _halt(self, reason: str) -> None:
+        """Stop applying at an event that cannot be read (skipping it could lose changes):
+        stay not ready, saying why, until stopped or a full resync is requested, which
+        rebuilds the read model from a snapshot taken after the event."""
+        self.log.error(
+            "stopped applying: the binlog holds an event the worker cannot read; change "
+            "what the reason says on the source, then request a full resync "
+            "(`cdc-worker resync`), which rebuilds the read model from a new snapshot",
+            reason=reason,
+        )
+        while not self.stopping.is_set():
+            self.last_loop_s = time.monotonic()  # alive (/healthz), not ready (/readyz)
+            with contextlib.suppress(*RECOVERABLE):
+                self.store.beat_halted(reason, HEARTBEAT_TTL_S)
+                job = self.resyncer.next_job()
+                if job is not None and job.kind == "full":
+                    self._halt_job, self.resync_reason = job, "unreadable_event"
+                    return
+                if job is not None:  # a repair needs the stream: it cannot run now
+                    self.resyncer.finish(job, "failed")
+                    self.log.warning("repair refused: the worker stopped applying", job=job.id)
+            self.stopping.wait(HEARTBEAT_EVERY_S)
 
     def _recover(self, exc: BaseException, failures: int) -> None:
         reason = "fence" if isinstance(exc, FenceLost) else type(exc).__name__
@@ -181,6 +209,9 @@ class Worker:
             self.resync_reason = None
             if checkpoint_refs is None:
                 return
+            if self._halt_job is not None:  # the full resync asked for while halted
+                self.resyncer.finish(self._halt_job, "done")
+                self._halt_job = None
             checkpoint, refs = checkpoint_refs
         else:
             refs = self.store.load_refs(checkpoint.generation)

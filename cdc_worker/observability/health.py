@@ -23,13 +23,16 @@ def verdict(
     max_lag_s: float,
     max_heartbeat_age_s: float,
 ) -> Verdict:
-    """Ready when the read model exists, the worker beat recently and its lag is in bounds."""
+    """Ready when the read model exists, the worker beat recently, has not stopped applying
+    (an event it cannot read), and its lag is in bounds."""
     reasons: list[str] = []
     if checkpoint is None:
         reasons.append("no read model yet (no checkpoint in Redis)")
     if heartbeat is None:
         return Verdict(False, (*reasons, "no worker heartbeat (worker stopped?)"))
     beat = orjson.loads(heartbeat)
+    if beat.get("halted"):
+        reasons.append(f"worker stopped applying: {beat['halted']}")
     age_s = now_s - float(beat["at_s"])
     if age_s > max_heartbeat_age_s:
         reasons.append(f"worker heartbeat is {age_s:.0f} s old (limit {max_heartbeat_age_s:g} s)")

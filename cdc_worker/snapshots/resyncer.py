@@ -219,6 +219,10 @@ class Resyncer:
             found |= tx.link_sets([key])[key]
         return sorted(found)
 
+    def finish(self, job: Job, state: str) -> None:
+        """Record a job's end (``done`` or ``failed``) when another path did its work."""
+        self._finish(job, state)
+
     def _finish(self, job: Job, state: str) -> None:
         finished = job.with_(state=state, finished_at_s=time.time())
         pipe = self.store.client.pipeline(transaction=True)

@@ -30,8 +30,9 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 
 from cdc_worker.checkpoint import Position
 from cdc_worker.errors import CheckpointLost, StreamInterrupted, UnreadableEvent
-from cdc_worker.source import tablemaps
+from cdc_worker.source import packets, tablemaps
 from cdc_worker.source.hotevents import CHECKSUM_BYTES, SKIP, Gtid, HotPath, Rows, Xid, row_changes
+from cdc_worker.source.packets import HEADER_END, PASSED, TYPE_OFFSET
 from cdc_worker.source.rowdecoder import RowDecoder
 from projections.changes import TRACKED_TABLES, UPDATE_BEFORE_COLUMNS, Op, RowChange
 
@@ -111,16 +112,28 @@ class _OwnedReconnectStream(BinLogStreamReader):  # type: ignore[misc]
         self._connected_once = True
         super()._BinLogStreamReader__connect_to_stream()
         self._BinLogStreamReader__use_checksum = self._checksum_at_connect
-        if self.hot_decoder is None:
-            return  # the library reads every packet: nothing to hand back
         connection = self._stream_connection
         read_packet = connection._read_packet
 
         def next_packet(*args: Any, **kwargs: Any) -> Any:
             packet, self._handed_back = self._handed_back, None
-            return read_packet(*args, **kwargs) if packet is None else packet
+            if packet is not None:
+                return packet  # given back by the hot path: screened already
+            packet = read_packet(*args, **kwargs)
+            data = packet._data
+            if data[0] == 0 and len(data) >= HEADER_END and data[TYPE_OFFSET] not in PASSED:
+                packet = self._screen(packet)
+            return packet
 
         connection._read_packet = next_packet
+
+    def _screen(self, packet: Any) -> Any:
+        """An event of a type the readers do not take as it comes (see ``packets``)."""
+        use_checksum = self._BinLogStreamReader__use_checksum
+        end = int.from_bytes(packet._data[14:18], "little")
+        return packets.screen(
+            packet, CHECKSUM_BYTES if use_checksum else 0, f"{self.log_file}:{end}"
+        )
 
     def fetchone(self) -> Any:
         """The next event: a hot one read here, or what the library's fetchone returns."""

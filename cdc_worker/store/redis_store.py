@@ -201,6 +201,11 @@ class RedisStore:
             raise ReadModelLost(f"the '{keys.DOCUMENTS}' hash vanished ({indexed} tickets indexed)")
         return int(documents)
 
+    def beat_halted(self, reason: str, ttl_s: int) -> None:
+        """A heartbeat saying the worker stopped applying, and why (readiness shows it)."""
+        value = {"at_s": time.time(), "lag_s": 0.0, "halted": reason}
+        self.client.set(keys.HEARTBEAT, orjson.dumps(value), ex=ttl_s)
+
     def document_count(self) -> int:
         """Number of documents in the read model."""
         return int(self.client.hlen(keys.DOCUMENTS))

@@ -94,3 +94,36 @@ def test_switching_binlog_checksum_while_streaming_keeps_positions_exact(
         worker.wait(30)
     assert stored.generation == generation, "the read model was rebuilt from a snapshot"
     assert "snapshot started" not in log.read_text().split("streaming", 1)[1]
+
+
+def snapshots_taken(log: Path) -> int:
+    return log.read_text().count('"snapshot swapped in"')
+
+
+def test_compressed_events_switched_on_while_streaming_are_all_applied(
+    own_mariadb: MariaDBServer, own_source: SourceDatabase, own_redis: RedisServer, tmp_path: Path
+) -> None:
+    engine, log = own_source.engine, tmp_path / "worker.log"
+    worker = spawn_worker(worker_env(own_source.cdc_url, own_redis.url), log)
+    try:
+        wait_synced(engine, own_redis.url)
+        # Every event of 10 bytes or more compressed: rows of every table, and statements.
+        root_sql(
+            own_mariadb, "SET GLOBAL log_bin_compress_min_len=10", "SET GLOBAL log_bin_compress=ON"
+        )
+        run_workload(engine, 60, seed=8)  # inserts, updates, deletes of every tracked table
+        root_sql(
+            own_mariadb,
+            "UPDATE helpdesk.tickets SET title = CONCAT(title, ' (compressed)') WHERE id <= 5",
+            "UPDATE helpdesk.tickets SET description = REPEAT('long text ', 2000) WHERE id = 6",
+            "DELETE FROM helpdesk.ticket_tags WHERE ticket_id <= 10",
+        )
+        wait_synced(engine, own_redis.url)
+        assert snapshots_taken(log) == 1
+        # A compressed statement: TRUNCATE must still be seen (rows change with no row event).
+        root_sql(own_mariadb, "TRUNCATE TABLE helpdesk.ticket_tags")
+        wait_synced(engine, own_redis.url)
+        assert snapshots_taken(log) == 2
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
