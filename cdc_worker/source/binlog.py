@@ -40,6 +40,11 @@ ER_MASTER_FATAL_ERROR_READING_BINLOG = 1236
 ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
 TRUNCATING_DDL = ("TRUNCATE", "DROP", "RENAME")
 INCOMPATIBLE_ALTER = {"DROP", "CHANGE", "MODIFY", "RENAME"}
+_IDENTIFIER = r"(?:`(?:[^`]|``)+`|[\w$]+)"
+NAME = re.compile(rf"(?P<first>{_IDENTIFIER})(?:\s*\.\s*(?P<second>{_IDENTIFIER}))?")
+# Comments (not /*! executable */ ones) and string literals name no table ("double quotes"
+# may be identifiers: kept).
+IGNORED_TEXT = re.compile(r"/\*(?!M?!).*?\*/|'(?:[^'\\]|\\.)*'|#[^\n]*|-- [^\n]*", re.S)
 BINLOG_FILE_NAME = re.compile(r".+\.[0-9]{6,}")  # base name, a dot, a sequence number
 
 
@@ -251,16 +256,32 @@ def _row_changes(event: Any, log_file: str, decoder: RowDecoder) -> list[RowChan
     return row_changes(event.table, op, images, log_file, event.packet.log_pos, event.flags)
 
 
-def data_changing_ddl(query: str) -> bool:
-    """TRUNCATE, DROP or RENAME of a tracked table (rows changed with no row events), or an
-    ALTER of one that does more than add columns or indexes: only a resync is safe then."""
-    words = query.replace("`", " ").replace(".", " ").replace(",", " ").split()
-    upper = [w.upper() for w in words]
-    if not words or not any(w.lower() in TRACKED_TABLES for w in words[1:]):
+def data_changing_ddl(query: str, default_db: str = "", database: str = "") -> bool:
+    """TRUNCATE, DROP or RENAME of a tracked table (rows changed with no row events), an
+    ALTER of one that does more than add columns or indexes (only a resync is safe then), or
+    DROP DATABASE of the tracked one. A table counts when it is in ``database``: named so, or
+    unqualified while ``default_db`` (the statement's current database) is it; with no
+    ``database`` given, every database counts."""
+    text = IGNORED_TEXT.sub(" ", query)
+    names = [_name(match, default_db) for match in NAME.finditer(text)]
+    if not names:
         return False
-    if upper[0] in TRUNCATING_DDL:
-        return True
-    return upper[0] == "ALTER" and bool(INCOMPATIBLE_ALTER & set(upper))
+    verb, words = names[0][1].upper(), {name.upper() for _, name in names}
+    if verb == "DROP" and len(names) > 2 and names[1][1].upper() in ("DATABASE", "SCHEMA"):
+        return _same_db(names[-1][1], database)
+    if not any(n.lower() in TRACKED_TABLES and _same_db(db, database) for db, n in names[1:]):
+        return False
+    return verb in TRUNCATING_DDL or (verb == "ALTER" and bool(INCOMPATIBLE_ALTER & words))
+
+
+def _name(match: re.Match[str], default_db: str) -> tuple[str, str]:
+    """(database, name) of a possibly qualified identifier; backquotes removed."""
+    first, second = match["first"].strip("`"), match["second"]
+    return (first, second.strip("`")) if second else (default_db, first)
+
+
+def _same_db(name: str, database: str) -> bool:
+    return not database or name.casefold() == database.casefold()
 
 
 def translate_error(exc: BaseException) -> BaseException:
@@ -392,11 +413,15 @@ class BinlogReader:
         elif isinstance(event, XidEvent) or (
             isinstance(event, QueryEvent) and event.query.strip().upper() != "BEGIN"
         ):
-            if isinstance(event, QueryEvent) and data_changing_ddl(event.query):
+            if isinstance(event, QueryEvent) and self._changes_tracked_data(event):
                 chunk.ddl = event.query[:500]
             log_pos, timestamp = event.packet.log_pos, event.timestamp
             return self._commit(stream.log_file, log_pos, timestamp, gtids, chunk)
         return chunk
+
+    def _changes_tracked_data(self, event: QueryEvent) -> bool:
+        schema = event.schema.decode(errors="replace") if event.schema else ""
+        return data_changing_ddl(event.query, schema, self.config.database)
 
     def _add(self, chunk: Chunk, changes: list[RowChange]) -> Chunk:
         chunk.changes.extend(changes)

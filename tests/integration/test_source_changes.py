@@ -127,3 +127,30 @@ def test_compressed_events_switched_on_while_streaming_are_all_applied(
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
+
+
+def test_ddl_on_tables_of_another_database_rebuilds_nothing(
+    own_mariadb: MariaDBServer, own_source: SourceDatabase, own_redis: RedisServer, tmp_path: Path
+) -> None:
+    engine, log = own_source.engine, tmp_path / "worker.log"
+    tables = ("tickets", "comments", "ticket_tags")
+    root_sql(
+        own_mariadb,
+        "CREATE DATABASE otherdb",
+        *(f"CREATE TABLE otherdb.{table} (id INT PRIMARY KEY)" for table in tables),
+    )
+    worker = spawn_worker(worker_env(own_source.cdc_url, own_redis.url), log)
+    try:
+        wait_synced(engine, own_redis.url)
+        root_sql(own_mariadb, "USE otherdb", "TRUNCATE TABLE tickets", "DROP TABLE tickets")
+        root_sql(own_mariadb, "USE helpdesk", "DROP TABLE IF EXISTS otherdb.comments")
+        root_sql(own_mariadb, "RENAME TABLE otherdb.ticket_tags TO otherdb.tags_old")
+        for table in tables:  # none of them exists now: logged all the same
+            root_sql(own_mariadb, "USE otherdb", f"DROP TABLE IF EXISTS {table}")
+        root_sql(own_mariadb, "DROP DATABASE otherdb")
+        run_workload(engine, 20, seed=9)
+        wait_synced(engine, own_redis.url)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+    assert snapshots_taken(log) == 1, "DDL of another database rebuilt the read model"
