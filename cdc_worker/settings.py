@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import unquote_plus, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +21,10 @@ ENV_PREFIX = "CDC_"
 # 50,000 states 31,321 times (each ticket once), and the catch-up ran 1.135x faster
 # (3 alternating pairs) for 17 MiB more peak RSS.
 STATE_CACHE_TICKETS = 50_000
+# Query parameters PyMySQL takes as the password (SQLAlchemy passes them through).
+MYSQL_PASSWORD_PARAMETERS = ("password", "passwd")
+# A query parameter whose name holds one of these (any case) is a secret: masked everywhere.
+SECRET_PARAMETER_WORDS = ("pass", "pwd", "secret", "token")
 
 
 class Settings(BaseSettings):
@@ -121,8 +126,10 @@ class Settings(BaseSettings):
 
     @property
     def mysql(self) -> URL:
-        """The parsed source URL (holds the password: never log it, use ``masked``)."""
-        return _parse_url(self.mysql_url.get_secret_value())
+        """The parsed source URL (holds the password: never log it, use ``masked``); a
+        ``?password=`` or ``?passwd=`` parameter (PyMySQL's names) becomes its password, so
+        the binlog stream, the checks and the snapshots all log in the same way."""
+        return _password_from_query(_parse_url(self.mysql_url.get_secret_value()))
 
     @property
     def admin_url(self) -> str:
@@ -131,13 +138,11 @@ class Settings(BaseSettings):
         return chosen.get_secret_value()
 
     def secrets(self) -> list[str]:
-        """Every password in the settings, for the log masker."""
+        """Every password in the settings (as written and percent-decoded), for the masker."""
         found = []
         for value in (self.mysql_url, self.admin_mysql_url, self.redis_url):
             if value is not None:
-                password = _parse_url(value.get_secret_value()).password
-                if password:
-                    found.append(str(password))
+                found += url_secrets(value.get_secret_value())
         if self.admin_token is not None and self.admin_token.get_secret_value():
             found.append(self.admin_token.get_secret_value())
         return found
@@ -162,14 +167,51 @@ def _parse_url(raw: str) -> URL:
         raise ValueError("is not a valid URL") from None
 
 
+def _password_from_query(url: URL) -> URL:
+    for name in MYSQL_PASSWORD_PARAMETERS:
+        if name in url.query:
+            value = url.query[name]
+            password = value[-1] if isinstance(value, tuple) else value
+            url = url.difference_update_query([name]).set(password=password)
+    return url
+
+
+def secret_parameter(name: str) -> bool:
+    """A query parameter that holds a password (``password``, ``passwd``, ``pwd``,
+    ``ssl_key_password``... in any case) or a token."""
+    lowered = name.lower()
+    return any(word in lowered for word in SECRET_PARAMETER_WORDS)
+
+
+def url_secrets(raw: str) -> list[str]:
+    """The URL's password and secret query parameter values, as written and decoded."""
+    split = urlsplit(raw)
+    written = [split.netloc.rpartition("@")[0].partition(":")[2]] if "@" in split.netloc else []
+    for pair in split.query.replace(";", "&").split("&"):
+        name, _, value = pair.partition("=")
+        if secret_parameter(unquote_plus(name)):
+            written.append(value)
+    found = [w for w in written if w] + [unquote_plus(w) for w in written if w]
+    return sorted(set(found))
+
+
 def mask_url(raw: str) -> str:
-    """``scheme://user:secret@host`` -> ``scheme://user:***@host``."""
+    """``scheme://user:secret@host/db?password=secret`` -> ``scheme://user:***@host/db?password=***``."""
     scheme, sep, rest = raw.partition("://")
-    if not sep or "@" not in rest:
+    if not sep:
         return raw
-    credentials, _, host = rest.rpartition("@")
-    user, colon, _password = credentials.partition(":")
-    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
+    rest, question, query = rest.partition("?")
+    if "@" in rest:
+        credentials, _, host = rest.rpartition("@")
+        user, colon, _password = credentials.partition(":")
+        rest = f"{user}{':***' if colon else ''}@{host}"
+    pairs = [_masked_pair(pair) for pair in query.split("&")] if question else []
+    return f"{scheme}://{rest}{question}{'&'.join(pairs)}"
+
+
+def _masked_pair(pair: str) -> str:
+    name, equals, _value = pair.partition("=")
+    return f"{name}=***" if equals and secret_parameter(unquote_plus(name)) else pair
 
 
 def load_settings(**overrides: object) -> Settings:

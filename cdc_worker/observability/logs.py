@@ -11,6 +11,11 @@ from typing import Any
 import structlog
 
 URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s]+)(?=@)", re.I)
+# A secret query parameter in any URL-like text (see settings.secret_parameter).
+QUERY_SECRET = re.compile(
+    r"(?P<head>[?&;][^=&;\s#]*(?:pass|pwd|secret|token)[^=&;\s#]*=)(?P<secret>[^&;\s#'\"]+)",
+    re.I,
+)
 MASK = "***"
 
 
@@ -23,6 +28,7 @@ class SecretMasker:
     def mask(self, text: str) -> str:
         """The text with every secret replaced by ``***``."""
         text = URL_PASSWORD.sub(lambda m: m["head"] + MASK, text)
+        text = QUERY_SECRET.sub(lambda m: m["head"] + MASK, text)
         for secret in self.secrets:
             text = text.replace(secret, MASK)
         return text

@@ -54,10 +54,48 @@ def test_masked_settings_hide_every_password() -> None:
         ("mysql+pymysql://cdc:secret@h/db", "mysql+pymysql://cdc:***@h/db"),
         ("redis://h:6379/1", "redis://h:6379/1"),
         ("redis://:only-pw@h/1", "redis://:***@h/1"),
+        ("redis://h:6379/1?password=s3cr%40t", "redis://h:6379/1?password=***"),
+        (
+            "redis://h/1?db=1&PassWord=x&ssl_password=y",
+            "redis://h/1?db=1&PassWord=***&ssl_password=***",
+        ),
+        (
+            "mysql+pymysql://cdc@h/db?charset=utf8mb4&passwd=a&PWD=b&pass=c&ssl_key_password=d",
+            "mysql+pymysql://cdc@h/db?charset=utf8mb4&passwd=***&PWD=***&pass=***&ssl_key_password=***",
+        ),
+        ("unix:///run/redis.sock?db=1&password=z", "unix:///run/redis.sock?db=1&password=***"),
+        ("mysql+pymysql://cdc:pw@h/db?password=other", "mysql+pymysql://cdc:***@h/db?password=***"),
     ],
 )
 def test_mask_url_hides_only_the_password(raw: str, masked: str) -> None:
     assert mask_url(raw) == masked
+
+
+def test_passwords_in_query_parameters_are_secrets_as_written_and_decoded() -> None:
+    settings = load_settings(
+        mysql_url="mysql+pymysql://cdc@h:3306/helpdesk?passwd=my%2Bpw&ssl_key_password=kpw",
+        redis_url="redis://h:6379/1?db=1&Password=r%40pw",
+        admin_mysql_url="mysql+pymysql://root@h/helpdesk?pwd=admin-pw",
+    )
+    assert sorted(settings.secrets()) == sorted(
+        ["my%2Bpw", "my+pw", "kpw", "r%40pw", "r@pw", "admin-pw"]
+    )
+    shown = json.dumps(settings.masked(), default=str)
+    assert not [s for s in settings.secrets() if s in shown]
+
+
+def test_a_mysql_password_given_as_a_query_parameter_logs_every_connection_in() -> None:
+    settings = load_settings(mysql_url="mysql+pymysql://cdc@h/helpdesk?passwd=pw&charset=utf8mb4")
+    assert settings.mysql.password == "pw"
+    assert dict(settings.mysql.query) == {"charset": "utf8mb4"}
+
+
+def test_the_log_masker_scrubs_secret_query_parameters_of_any_url() -> None:
+    masker = SecretMasker()
+    event = {"event": "x", "error": "cannot reach redis://h/1?db=1&PASSWORD=zz9&x=1 (refused)"}
+    assert masker(None, "error", event)["error"] == (
+        "cannot reach redis://h/1?db=1&PASSWORD=***&x=1 (refused)"
+    )
 
 
 def test_the_log_masker_scrubs_urls_and_known_secrets_anywhere_in_a_line() -> None:
