@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pymysql
 import pytest
 import redis
@@ -100,11 +104,17 @@ def snapshots_taken(log: Path) -> int:
     return log.read_text().count('"snapshot swapped in"')
 
 
+@pytest.mark.parametrize("decoder", ["specialized", "library"])
 def test_compressed_events_switched_on_while_streaming_are_all_applied(
-    own_mariadb: MariaDBServer, own_source: SourceDatabase, own_redis: RedisServer, tmp_path: Path
+    own_mariadb: MariaDBServer,
+    own_source: SourceDatabase,
+    own_redis: RedisServer,
+    tmp_path: Path,
+    decoder: str,
 ) -> None:
     engine, log = own_source.engine, tmp_path / "worker.log"
-    worker = spawn_worker(worker_env(own_source.cdc_url, own_redis.url), log)
+    env = worker_env(own_source.cdc_url, own_redis.url, CDC_ROW_DECODER=decoder)
+    worker = spawn_worker(env, log)
     try:
         wait_synced(engine, own_redis.url)
         # Every event of 10 bytes or more compressed: rows of every table, and statements.
@@ -154,3 +164,53 @@ def test_ddl_on_tables_of_another_database_rebuilds_nothing(
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
     assert snapshots_taken(log) == 1, "DDL of another database rebuilt the read model"
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "cdc_worker.cli", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def wait_halted(redis_url: str, timeout_s: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    with redis.Redis.from_url(redis_url) as client:
+        while True:
+            beat = client.get(keys.HEARTBEAT)
+            if beat and orjson.loads(beat).get("halted"):
+                return str(orjson.loads(beat)["halted"])
+            assert time.monotonic() < deadline, "the worker never said it stopped applying"
+            time.sleep(0.1)
+
+
+def test_an_event_the_worker_cannot_read_halts_it_until_a_full_resync(
+    own_mariadb: MariaDBServer, own_source: SourceDatabase, own_redis: RedisServer, tmp_path: Path
+) -> None:
+    engine, log = own_source.engine, tmp_path / "worker.log"
+    env = worker_env(own_source.cdc_url, own_redis.url)
+    rows = tmp_path / "tags.csv"
+    rows.write_text("".join(f"loaded-tag-{n}\n" for n in range(5)))
+    worker = spawn_worker(env, log)
+    try:
+        wait_synced(engine, own_redis.url)
+        # Statement-based LOAD DATA: its rows reach the binlog as a file and a statement,
+        # events the worker cannot read. They must stop it, not be skipped.
+        root_sql(
+            own_mariadb,
+            "SET SESSION binlog_format=STATEMENT",
+            f"LOAD DATA INFILE '{rows}' INTO TABLE helpdesk.tags (name)",
+        )
+        run_workload(engine, 10, seed=10)
+        reason = wait_halted(own_redis.url)
+        assert "LOAD DATA" in reason
+        check = cli(env, "check")
+        assert check.returncode == 1
+        assert "worker stopped applying" in check.stdout
+        assert '"stopped applying' in log.read_text()
+        resync = cli(env, "resync", "--timeout-s", "60")  # waits until the job is done
+        assert resync.returncode == 0, resync.stdout + resync.stderr
+        wait_synced(engine, own_redis.url)
+        assert cli(env, "check").returncode == 0
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+    assert snapshots_taken(log) == 2
