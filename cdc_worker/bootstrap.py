@@ -16,8 +16,8 @@ from cdc_worker.observability.metrics import WorkerMetrics
 from cdc_worker.settings import Settings
 from cdc_worker.snapshots.resyncer import Resyncer
 from cdc_worker.snapshots.snapshotter import Snapshotter
-from cdc_worker.source.binlog import SourceConfig
 from cdc_worker.source.checks import ServerInfo, check_source
+from cdc_worker.source.stream import SourceConfig
 from cdc_worker.store.redis_store import RedisStore
 from cdc_worker.worker import Worker
 

@@ -27,8 +27,9 @@ from cdc_worker.pipeline import apply_changes
 from cdc_worker.settings import STATE_CACHE_TICKETS
 from cdc_worker.snapshots.resyncer import FullResync, Resyncer
 from cdc_worker.snapshots.snapshotter import Snapshotter
-from cdc_worker.source.binlog import BinlogReader, Chunk, SourceConfig
+from cdc_worker.source.binlog import BinlogReader, Chunk
 from cdc_worker.source.reader_process import ProcessReader
+from cdc_worker.source.stream import SourceConfig
 from cdc_worker.store.interface import FenceLost, ReadModelLost
 from cdc_worker.store.jobs import Job
 from cdc_worker.store.redis_store import RedisStore

@@ -1,5 +1,5 @@
-"""The source side: the binlog stream, its reader process, table maps, the row decoder,
-hot events, and the start-up checks of the source server.
+"""The source side: the binlog stream, its reader process, packet screening, table maps,
+the row decoder, hot events, DDL detection, and the start-up checks of the source server.
 
 May import the foundation modules (errors, settings, checkpoint) and projections only.
 """

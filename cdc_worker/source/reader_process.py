@@ -31,7 +31,8 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from cdc_worker.checkpoint import Position
-from cdc_worker.source.binlog import BinlogReader, Chunk, SourceConfig
+from cdc_worker.source.binlog import BinlogReader, Chunk
+from cdc_worker.source.stream import SourceConfig
 from projections.changes import RowChange
 
 TICK_S = 0.25  # the child reports its counters at least this often, events or not

@@ -23,9 +23,10 @@ from pymysql.protocol import MysqlPacket
 
 from cdc_worker.checkpoint import Position
 from cdc_worker.devtools.localservers import MariaDBServer
-from cdc_worker.source.binlog import ROW_EVENTS, BinlogReader, Chunk, SourceConfig, open_stream
+from cdc_worker.source.binlog import BinlogReader, Chunk
 from cdc_worker.source.hotevents import HotPath, Rows
 from cdc_worker.source.rowdecoder import RowDecoder
+from cdc_worker.source.stream import ROW_EVENTS, SourceConfig, open_stream
 from projections.changes import UPDATE_BEFORE_COLUMNS, RowChange
 from tests.integration.test_rowdecoder import (
     EVERY_TYPE,

@@ -16,8 +16,9 @@ from cdc_worker.checkpoint import Position
 from cdc_worker.devtools.localservers import MariaDBServer
 from cdc_worker.devtools.seed import seed
 from cdc_worker.errors import CheckpointLost
-from cdc_worker.source.binlog import BinlogReader, Chunk, SourceConfig
+from cdc_worker.source.binlog import BinlogReader, Chunk
 from cdc_worker.source.reader_process import ProcessReader
+from cdc_worker.source.stream import SourceConfig
 from tests.conftest import SourceDatabase
 from tests.harness import spawn_worker, wait_heartbeat, worker_env
 

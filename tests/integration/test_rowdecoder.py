@@ -21,8 +21,8 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 
 from cdc_worker.checkpoint import Position
 from cdc_worker.devtools.localservers import MariaDBServer
-from cdc_worker.source.binlog import ROW_EVENTS, SourceConfig, connect_quietly, open_stream
 from cdc_worker.source.rowdecoder import LIBRARY, SPECIALIZED, RowDecoder, library_images
+from cdc_worker.source.stream import ROW_EVENTS, SourceConfig, connect_quietly, open_stream
 from tests.conftest import SourceDatabase
 
 EVERY_TYPE = """

@@ -7,8 +7,9 @@ import pickle
 import pytest
 
 from cdc_worker.checkpoint import Checkpoint, Position
-from cdc_worker.source.binlog import GtidState, data_changing_ddl
+from cdc_worker.source.binlog import GtidState
 from cdc_worker.source.checks import grant_problems, settings_problems
+from cdc_worker.source.ddl import data_changing_ddl
 
 GOOD = {
     "log_bin": "ON",
