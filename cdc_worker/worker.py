@@ -177,6 +177,7 @@ class Worker:
             "(`cdc-worker resync`), which rebuilds the read model from a new snapshot",
             reason=reason,
         )
+        self.metrics.halted.set(1)
         while not self.stopping.is_set():
             self.last_loop_s = time.monotonic()  # alive (/healthz), not ready (/readyz)
             with contextlib.suppress(*RECOVERABLE):
@@ -213,6 +214,7 @@ class Worker:
             if self._halt_job is not None:  # the full resync asked for while halted
                 self.resyncer.finish(self._halt_job, "done")
                 self._halt_job = None
+                self.metrics.halted.set(0)
             checkpoint, refs = checkpoint_refs
         else:
             refs = self.store.load_refs(checkpoint.generation)

@@ -53,6 +53,11 @@ class WorkerMetrics:
         self.position = Gauge(
             "cdc_binlog_position", "Binlog position of the checkpoint", ["file"], registry=r
         )
+        self.halted = Gauge(
+            "cdc_halted",
+            "1 while the worker stopped applying at a binlog event it cannot read",
+            registry=r,
+        )
         self.reconnects = Counter(
             "cdc_reconnects_total", "Stream restarts from the checkpoint", ["reason"], registry=r
         )

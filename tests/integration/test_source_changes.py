@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from sqlalchemy import create_engine
 
 from cdc_worker.checkpoint import Checkpoint
 from cdc_worker.devtools.loadgen import run_workload
-from cdc_worker.devtools.localservers import MariaDBServer, RedisServer
+from cdc_worker.devtools.localservers import MariaDBServer, RedisServer, free_port
 from cdc_worker.devtools.seed import seed
 from cdc_worker.schema.models import Base
 from cdc_worker.store import keys
@@ -171,6 +172,14 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
+def halted_metric(port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return next(
+        float(line.split()[1]) for line in text.splitlines() if line.startswith("cdc_halted ")
+    )
+
+
 def wait_halted(redis_url: str, timeout_s: float = 30.0) -> str:
     deadline = time.monotonic() + timeout_s
     with redis.Redis.from_url(redis_url) as client:
@@ -185,8 +194,8 @@ def wait_halted(redis_url: str, timeout_s: float = 30.0) -> str:
 def test_an_event_the_worker_cannot_read_halts_it_until_a_full_resync(
     own_mariadb: MariaDBServer, own_source: SourceDatabase, own_redis: RedisServer, tmp_path: Path
 ) -> None:
-    engine, log = own_source.engine, tmp_path / "worker.log"
-    env = worker_env(own_source.cdc_url, own_redis.url)
+    engine, log, port = own_source.engine, tmp_path / "worker.log", free_port()
+    env = worker_env(own_source.cdc_url, own_redis.url, CDC_WORKER_HTTP_PORT=str(port))
     rows = tmp_path / "tags.csv"
     rows.write_text("".join(f"loaded-tag-{n}\n" for n in range(5)))
     worker = spawn_worker(env, log)
@@ -206,10 +215,12 @@ def test_an_event_the_worker_cannot_read_halts_it_until_a_full_resync(
         assert check.returncode == 1
         assert "worker stopped applying" in check.stdout
         assert '"stopped applying' in log.read_text()
+        assert halted_metric(port) == 1.0
         resync = cli(env, "resync", "--timeout-s", "60")  # waits until the job is done
         assert resync.returncode == 0, resync.stdout + resync.stderr
         wait_synced(engine, own_redis.url)
         assert cli(env, "check").returncode == 0
+        assert halted_metric(port) == 0.0
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
