@@ -11,7 +11,8 @@ from cdc_worker.errors import MissingGrantsError, ServerSettingsError
 
 REQUIRED = {"log_bin": "ON", "binlog_format": "ROW", "binlog_row_image": "FULL"}
 ROW_METADATA = ("binlog_row_metadata", "FULL")
-MUST_BE_OFF = ("log_bin_compress", "binlog_transaction_compression", "binlog_alter_two_phase")
+# MariaDB's log_bin_compress is fine: its compressed events are decoded (source/packets.py).
+MUST_BE_OFF = ("binlog_transaction_compression", "binlog_alter_two_phase")
 GRANT_LINE = re.compile(r"^GRANT (?P<privs>.+?) ON (?P<target>\S+) TO ", re.IGNORECASE)
 
 

@@ -90,6 +90,9 @@ def test_switching_binlog_checksum_while_streaming_keeps_positions_exact(
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
     run_workload(engine, 20, seed=6)  # written while no worker runs
+    # The resume starts in a checksum-less file while the server now says CRC32.
+    root_sql(own_mariadb, "SET GLOBAL binlog_checksum=CRC32")
+    run_workload(engine, 20, seed=7)
     worker = spawn_worker(env, log)
     try:
         wait_synced(engine, own_redis.url)
@@ -138,6 +141,24 @@ def test_compressed_events_switched_on_while_streaming_are_all_applied(
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
+
+
+def test_a_worker_starts_and_streams_on_a_server_compressing_its_binlog(
+    own_mariadb: MariaDBServer, own_source: SourceDatabase, own_redis: RedisServer, tmp_path: Path
+) -> None:
+    own_mariadb.stop()
+    own_mariadb.restart(["--log-bin-compress=ON", "--log-bin-compress-min-len=10"])
+    engine = own_source.engine
+    engine.dispose()
+    worker = spawn_worker(worker_env(own_source.cdc_url, own_redis.url), tmp_path / "w.log")
+    try:
+        wait_synced(engine, own_redis.url)
+        run_workload(engine, 30, seed=11)
+        wait_synced(engine, own_redis.url)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+    assert worker.returncode == 0
 
 
 def test_ddl_on_tables_of_another_database_rebuilds_nothing(

@@ -29,7 +29,6 @@ def run_worker(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ("--binlog-row-metadata=MINIMAL", "binlog_row_metadata=FULL"),
         ("--binlog-format=STATEMENT", "binlog_format=ROW"),
         ("--binlog-row-image=MINIMAL", "binlog_row_image=FULL"),
-        ("--log-bin-compress=ON", "log_bin_compress=OFF"),
         ("--binlog-alter-two-phase=ON", "binlog_alter_two_phase=OFF"),
     ],
 )
