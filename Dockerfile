@@ -8,11 +8,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY cdc_worker ./cdc_worker
 COPY projections ./projections
-# cryptography: PyMySQL needs it for MySQL 8.4's default caching_sha2_password over plain TCP.
-RUN pip install . cryptography && rm -rf build *.egg-info
+# Pinned like `make`: every version from requirements.lock. cryptography (pinned there too):
+# PyMySQL needs it for MySQL 8.4's default caching_sha2_password over plain TCP.
+RUN pip install -c requirements.lock . cryptography && rm -rf build *.egg-info
 
 # `cdc-worker migrate` finds alembic.ini and migrations/ in the working directory.
 COPY alembic.ini ./

@@ -86,3 +86,15 @@ def test_dockerfile_runs_cdc_worker_as_a_non_root_user() -> None:
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     assert users
     assert users[-1] not in {"root", "0"}
+
+
+def test_the_image_installs_the_versions_make_pins() -> None:
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    installs = [line for line in lines if "pip install" in line]
+    assert installs
+    assert all("-c requirements.lock" in line for line in installs)
+    copied = " ".join(line for line in lines if line.startswith("COPY "))
+    assert "requirements.lock" in copied
+    lock = (ROOT / "requirements.lock").read_text().splitlines()
+    pinned = {line.split("==")[0].lower() for line in lock}
+    assert "cryptography" in pinned  # the one package the Dockerfile names besides ours
