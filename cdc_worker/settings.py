@@ -115,13 +115,22 @@ class Settings(BaseSettings):
             raise ValueError("must be a mysql+pymysql:// URL")
         if not url.database:
             raise ValueError("must name the database, e.g. .../helpdesk")
+        if url.port is not None and not 1 <= url.port <= 65535:
+            raise ValueError(f"port {url.port} is not a TCP port (1-65535)")
         return value
 
     @field_validator("redis_url")
     @classmethod
     def _redis_url_scheme(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+        raw = value.get_secret_value()
+        if not raw.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        try:
+            port = urlsplit(raw).port
+        except ValueError:  # "Port out of range 0-65535", "Port could not be cast ..."
+            raise ValueError("its port is not a TCP port (1-65535)") from None
+        if port == 0:
+            raise ValueError("its port is not a TCP port (1-65535)")
         return value
 
     @property

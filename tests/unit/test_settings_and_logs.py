@@ -141,3 +141,22 @@ def test_the_composition_root_freezes_start_up_and_collects_young_objects_less_o
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+@pytest.mark.parametrize(
+    ("field", "url", "named"),
+    [
+        ("redis_url", "redis://:pw-7x@127.0.0.1:99999/1", "CDC_REDIS_URL"),
+        ("redis_url", "redis://127.0.0.1:0/1", "CDC_REDIS_URL"),
+        ("mysql_url", "mysql+pymysql://cdc:pw-7x@127.0.0.1:99999/helpdesk", "CDC_MYSQL_URL"),
+        ("admin_mysql_url", "mysql+pymysql://root:pw-7x@h:70000/helpdesk", "CDC_ADMIN_MYSQL_URL"),
+    ],
+)
+def test_a_port_outside_1_to_65535_is_a_configuration_error(
+    field: str, url: str, named: str
+) -> None:
+    with pytest.raises(ConfigurationError) as error:
+        load_settings(**{field: url})
+    assert named in str(error.value)
+    assert "TCP port" in str(error.value)
+    assert "pw-7x" not in str(error.value)
