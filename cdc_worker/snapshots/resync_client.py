@@ -34,6 +34,29 @@ def progress_line(job: Job) -> str:
     return f"resync {job.kind} ▕{bar}▏ {job.tickets_done:,}/{total:,} tickets  {rate:,.0f}/s  {eta}"
 
 
+def outcome_line(job: Job) -> str:
+    """``resync 1a2b: done, 2 tickets rebuilt; not in the database: 999999 (its document
+    was removed from Redis)``, or the error of a failed job."""
+    if job.state != "done":
+        return f"resync {job.id}: {job.state} {job.error}".rstrip()
+    rebuilt = job.tickets_done - len(job.missing)
+    line = f"resync {job.id}: done, {rebuilt:,} ticket{'' if rebuilt == 1 else 's'} rebuilt"
+    if job.missing:
+        line += "; not in the database: " + _ids(job.missing)
+        kept = sorted(set(job.missing) - set(job.removed))
+        if job.removed:
+            line += f" ({_ids(job.removed)} removed from Redis"
+            line += f"; {_ids(kept)} not in Redis either)" if kept else ")"
+        else:
+            line += " (nor in Redis)"
+    return line
+
+
+def _ids(ids: tuple[int, ...] | list[int]) -> str:
+    shown = ", ".join(str(i) for i in sorted(ids)[:10])
+    return shown + (f" and {len(ids) - 10:,} more" if len(ids) > 10 else "")
+
+
 def follow(client: redis.Redis, job: Job, timeout_s: float) -> int:
     """Show progress until the job ends; 0 when done, 1 when it failed or timed out."""
     log: Any = structlog.get_logger("cdc_worker.resync")
@@ -57,7 +80,7 @@ def follow(client: redis.Redis, job: Job, timeout_s: float) -> int:
         if current.state in ("done", "failed"):
             if tty:
                 print(file=sys.stderr)
-            print(f"resync {job.id}: {current.state} {current.error}".rstrip())
+            print(outcome_line(current))
             return 0 if current.state == "done" else 1
         time.sleep(POLL_S)
     print(f"resync {job.id}: not finished after {timeout_s:g} s (it goes on in the worker)")

@@ -28,6 +28,7 @@ from cdc_worker.store import keys
 from cdc_worker.store.jobs import Job
 from cdc_worker.store.jobs import load as load_job
 from cdc_worker.store.redis_store import RedisStore
+from projections.changes import TICKETS
 from projections.fresh import project_fresh
 from projections.projector import StoreOps, project, replace_tickets
 from projections.state import DEPARTMENT, Refs
@@ -190,23 +191,47 @@ class Resyncer:
         Returns each repaired ticket's snapshot position: the stream's changes to it up to
         there are already in the repair and must not be applied again (they are older).
         """
-        started, repaired = time.time(), {}
-        job = job.with_(state="running", started_at_s=started)
+        repaired: dict[int, Position] = {}
+        job = job.with_(state="running", started_at_s=time.time())
         ids = self._repair_ids(job, checkpoint)
         for start in range(0, len(ids), REPAIR_CHUNK):
             part = ids[start : start + REPAIR_CHUNK]
             with open_snapshot(self.engine, gtid=False) as snapshot:
                 changes = snapshot.read_tickets(part)
                 repaired.update(dict.fromkeys(part, snapshot.position))
-            with self.store.batch(checkpoint) as tx:
-                ops = replace_tickets(changes, refs, tx.load_states(part), part)
-                job = job.with_(tickets_done=job.tickets_done + len(part), tickets_total=len(ids))
-                tx.commit(ops, None, None, job)
-            record_dead_letters(ops, self.metrics, self.log)
-            self.metrics.resync_tickets.labels(kind=job.kind).inc(len(part))
+            job = self._repair_part(job, checkpoint, refs, part, changes, len(ids))
         self._finish(job, "done")
-        self.log.info("repair done", job=job.id, kind=job.kind, tickets=len(ids))
+        self.log.info(
+            "repair done", job=job.id, kind=job.kind, tickets=len(ids), missing=len(job.missing)
+        )
         return repaired
+
+    def _repair_part(
+        self,
+        job: Job,
+        checkpoint: Checkpoint,
+        refs: Refs,
+        part: list[int],
+        changes: list[Any],
+        total: int,
+    ) -> Job:
+        """Rewrite ``part`` from its fresh rows; the job notes the tickets the database lacks
+        (and which of those Redis held, whose documents this removes)."""
+        found = {int(c.after["id"]) for c in changes if c.table == TICKETS and c.after}
+        with self.store.batch(checkpoint) as tx:
+            states = tx.load_states(part)
+            ops = replace_tickets(changes, refs, states, part)
+            missing = [i for i in part if i not in found]
+            job = job.with_(
+                tickets_done=job.tickets_done + len(part),
+                tickets_total=total,
+                missing=(*job.missing, *missing),
+                removed=(*job.removed, *(i for i in missing if states.get(i) is not None)),
+            )
+            tx.commit(ops, None, None, job)
+        record_dead_letters(ops, self.metrics, self.log)
+        self.metrics.resync_tickets.labels(kind=job.kind).inc(len(part))
+        return job
 
     def _repair_ids(self, job: Job, checkpoint: Checkpoint) -> list[int]:
         if job.kind == "tickets":

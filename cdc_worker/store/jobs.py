@@ -38,6 +38,10 @@ class Job:
     started_at_s: float = 0.0
     finished_at_s: float = 0.0
     error: str = ""
+    # A repair's tickets the database does not hold, and those of them Redis held (their
+    # documents were removed).
+    missing: tuple[int, ...] = ()
+    removed: tuple[int, ...] = ()
 
     def encode(self) -> bytes:
         """JSON as stored."""
@@ -47,7 +51,8 @@ class Job:
     def decode(cls, raw: bytes | str) -> Job:
         """Inverse of ``encode``."""
         data = orjson.loads(raw)
-        data["targets"] = tuple(data.get("targets", ()))
+        for name in ("targets", "missing", "removed"):
+            data[name] = tuple(data.get(name, ()))
         return cls(**data)
 
     def with_(self, **changes: object) -> Job:

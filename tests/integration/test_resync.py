@@ -230,6 +230,32 @@ def test_targeted_repair_fixes_a_corrupted_document_while_writes_go_on(
         wait_synced(source_db.engine, redis_url)
 
 
+def test_a_repair_of_tickets_the_database_lacks_says_so_and_removes_their_documents(
+    source_db: SourceDatabase, redis_url: str
+) -> None:
+    seed(source_db.engine, 30, seed=5)
+    with worker_thread(source_db.cdc_url, redis_url) as app:
+        wait_synced(source_db.engine, redis_url)
+        gone, kept = sorted(int(i) for i in app.redis_client.hkeys(keys.DOCUMENTS))[:2]
+        with source_db.engine.begin() as conn:  # behind the binlog's back: Redis keeps it
+            conn.execute(text("SET SESSION sql_log_bin = 0"))
+            conn.execute(text("DELETE FROM tickets WHERE id = :id"), {"id": gone})
+        result = subprocess.run(
+            [*CLI, "resync", "--ticket", str(gone), str(kept), "999999"],
+            env=worker_env(source_db.cdc_url, redis_url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[-1].endswith(
+            f": done, 1 ticket rebuilt; not in the database: {gone}, 999999 ({gone} removed "
+            "from Redis; 999999 not in Redis either)"
+        )
+        assert app.redis_client.hget(keys.DOCUMENTS, str(gone)) is None
+        assert app.redis_client.hget(keys.DOCUMENTS, str(kept)) is not None
+
+
 def test_targeted_repair_never_writes_an_older_version_over_a_newer_one(
     source_db: SourceDatabase, redis_url: str
 ) -> None:
