@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import gc
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pymysql
 import redis
-from sqlalchemy import Engine, create_engine
+import sqlalchemy.exc
+import structlog
+from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.dialects.mysql.pymysql import MySQLDialect_pymysql
 
-from cdc_worker.errors import SourceError
+from cdc_worker.errors import CdcError, ServerUnreachable
 from cdc_worker.observability.metrics import WorkerMetrics
 from cdc_worker.settings import Settings
 from cdc_worker.snapshots.resyncer import Resyncer
 from cdc_worker.snapshots.snapshotter import Snapshotter
-from cdc_worker.source.checks import ServerInfo, check_source
+from cdc_worker.source.checks import ServerInfo, check_source, connect_error
 from cdc_worker.source.stream import SourceConfig
+from cdc_worker.store.connection import ping, redis_address, redis_error
 from cdc_worker.store.redis_store import RedisStore
 from cdc_worker.worker import Worker
 
@@ -32,6 +37,10 @@ from cdc_worker.worker import Worker
 # young collections of the benchmark's catch-up took 0.16 s instead of 0.69 s, it ran 1.05x
 # faster (3 alternating pairs), and its peak RSS stayed at 216-218 MiB.
 GC_THRESHOLDS = (100_000, 20, 20)
+# Waiting for an unreachable server at start-up: 0.5, 1, 2, 4 ... s, capped by
+# CDC_RECONNECT_BACKOFF_MAX_S.
+FIRST_RETRY_S = 0.5
+T = TypeVar("T")
 
 
 @dataclass
@@ -73,6 +82,7 @@ def mysql_tls(settings: Settings) -> dict[str, Any] | None:
 def inspect_source(settings: Settings) -> ServerInfo:
     """Connect once and check binlog settings and grants; raises with what to change."""
     url = settings.mysql
+    where = f"{url.username}@{url.host or '127.0.0.1'}:{url.port or 3306}"
     try:
         connection = pymysql.connect(
             host=url.host or "127.0.0.1",
@@ -83,12 +93,63 @@ def inspect_source(settings: Settings) -> ServerInfo:
             ssl=mysql_tls(settings),
         )
     except pymysql.err.MySQLError as exc:
-        where = f"{url.username}@{url.host}:{url.port or 3306}"
-        raise SourceError(f"cannot connect to CDC_MYSQL_URL ({where}): {exc}") from None
+        raise connect_error(exc, where, url.database or "", "CDC_MYSQL_URL") from None
     try:
-        return check_source(connection, url.database or "")
+        return check_source(connection, url.database or "", where.rpartition("@")[2])
     finally:
         connection.close()
+
+
+def server_problem(exc: BaseException, settings: Settings, admin: bool) -> CdcError | None:
+    """One line for a Redis or MySQL failure of a one-shot command (``admin``: it used the
+    admin URL); None for anything else."""
+    if isinstance(exc, redis.RedisError):
+        return redis_error(exc, settings.redis_url.get_secret_value())
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        exc = exc.orig  # type: ignore[assignment]
+    if not isinstance(exc, pymysql.err.MySQLError):
+        return None
+    url = make_url(settings.admin_url) if admin else settings.mysql
+    variable = "CDC_ADMIN_MYSQL_URL" if admin and settings.admin_mysql_url else "CDC_MYSQL_URL"
+    where = f"{url.username}@{url.host or '127.0.0.1'}:{url.port or 3306}"
+    return connect_error(exc, where, url.database or "", variable)
+
+
+def wait_for_servers(settings: Settings, stopping: threading.Event) -> ServerInfo | None:
+    """Check MySQL then Redis, waiting for either while it is unreachable; raise at once on
+    a misconfiguration. None when asked to stop while waiting."""
+    url = settings.mysql
+    where = f"{url.host or '127.0.0.1'}:{url.port or 3306}"
+    info = _wait_for("MySQL", where, settings, stopping, lambda: inspect_source(settings))
+    if info is None:
+        return None
+    redis_url = settings.redis_url.get_secret_value()
+    where = redis_address(redis_url)
+    ready = _wait_for("Redis", where, settings, stopping, lambda: ping(redis_url))
+    return None if ready is None else info
+
+
+def _wait_for(
+    server: str, where: str, settings: Settings, stopping: threading.Event, attempt: Callable[[], T]
+) -> T | None:
+    """``attempt()`` until it stops raising ServerUnreachable, backing off exponentially."""
+    log: Any = structlog.get_logger("cdc_worker")
+    delay_s = FIRST_RETRY_S
+    while not stopping.is_set():
+        try:
+            return attempt()
+        except ServerUnreachable as exc:
+            log.warning(
+                f"waiting for {server} at {where}",
+                server=server,
+                address=where,
+                config=settings.masked()["redis_url" if server == "Redis" else "mysql_url"],
+                error=str(exc)[:300],
+                retry_in_s=round(delay_s, 2),
+            )
+            stopping.wait(delay_s)
+            delay_s = min(settings.reconnect_backoff_max_s, delay_s * 2)
+    return None
 
 
 def source_config(settings: Settings, info: ServerInfo) -> SourceConfig:
@@ -111,8 +172,9 @@ def source_config(settings: Settings, info: ServerInfo) -> SourceConfig:
     )
 
 
-def bootstrap(settings: Settings, info: ServerInfo) -> App:
-    """Wire the worker: Redis store, snapshotter, binlog source, metrics."""
+def bootstrap(settings: Settings, info: ServerInfo, stopping: threading.Event | None = None) -> App:
+    """Wire the worker: Redis store, snapshotter, binlog source, metrics; ``stopping`` (set
+    by a signal) makes the worker return."""
     client = redis_client(settings)
     engine = mysql_engine(settings)
     metrics = WorkerMetrics()
@@ -140,6 +202,7 @@ def bootstrap(settings: Settings, info: ServerInfo) -> App:
         settings.reconnect_backoff_max_s,
         settings.fan_out_step_tickets,
         settings.state_cache_tickets,
+        stopping,
     )
     settle_heap()
     return App(settings, client, engine, metrics, worker)

@@ -1,6 +1,11 @@
-"""``cdc-worker``: the command line. Loads the settings once and passes them down.
+"""cdc-worker keeps a Redis read model of helpdesk tickets in step with MySQL/MariaDB.
 
-Exit codes: 0 done, 1 runtime failure, 2 bad configuration or unusable source server.
+It tails the database's binlog (change data capture) and writes one JSON document per ticket
+into Redis, which the read API serves. Every setting comes from CDC_ environment variables
+(see docs/configuration.md).
+
+exit codes: 0 done, 1 runtime failure or server unreachable, 2 bad configuration (the one
+line printed says what to fix).
 """
 
 from __future__ import annotations
@@ -9,12 +14,14 @@ import argparse
 import gc
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import structlog
 
-from cdc_worker.errors import CdcError, ConfigurationError, SourceError
+from cdc_worker.errors import CdcError, ConfigurationError, ServerUnreachable, SourceError
 from cdc_worker.observability.logs import configure_logging
 from cdc_worker.observability.worker_http import serve
 from cdc_worker.settings import Settings, load_settings
@@ -23,43 +30,97 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 
 
+def package_version() -> str:
+    """The installed distribution's version (``unknown`` when run from a bare checkout)."""
+    try:
+        return version("ticket-sync")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cdc-worker", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="cdc-worker",
+        description=__doc__.split("\n\nexit codes")[0],
+        epilog="exit codes: 0 done, 1 runtime failure or server unreachable, 2 bad "
+        "configuration (one line says what to fix)",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("run", help="stream the binlog into the Redis read model")
+    _api_parser(commands)
+    commands.add_parser("check", help="readiness verdict as an exit code (0 ready, 1 not)")
+    _resync_parser(commands)
+    _admin_parsers(commands)
+    return parser
+
+
+def _api_parser(commands: Any) -> None:
     api = commands.add_parser("api", help="serve the read API (Redis only)")
     api.add_argument("--host", help="listen address (default CDC_API_HOST)")
     api.add_argument("--port", type=int, help="listen port (default CDC_API_PORT)")
-    commands.add_parser("check", help="readiness verdict as an exit code (0 ready, 1 not)")
+
+
+def _resync_parser(commands: Any) -> None:
     resync = commands.add_parser(
         "resync", help="rebuild the read model (or some tickets) while the worker streams"
     )
     target = resync.add_mutually_exclusive_group()
-    target.add_argument("--ticket", type=int, nargs="+", default=[], metavar="ID")
-    target.add_argument("--department", type=int, metavar="ID")
+    target.add_argument(
+        "--ticket",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="ID",
+        help="rebuild only these tickets (default: the whole read model)",
+    )
+    target.add_argument(
+        "--department", type=int, metavar="ID", help="rebuild only this department's tickets"
+    )
     resync.add_argument("--no-wait", action="store_true", help="print the job id and return")
-    resync.add_argument("--timeout-s", type=float, default=3600.0)
-    migrate = commands.add_parser("migrate", help="apply Alembic migrations")
-    migrate.add_argument("--revision", default="head")
+    resync.add_argument(
+        "--timeout-s",
+        type=float,
+        default=3600.0,
+        help="give up following after this many seconds (the job goes on; default 3600)",
+    )
+
+
+def _admin_parsers(commands: Any) -> None:
+    migrate = commands.add_parser("migrate", help="apply Alembic migrations (admin URL)")
+    migrate.add_argument(
+        "--revision", default="head", help="target revision (default head; base: no tables)"
+    )
     migrate.add_argument("--downgrade", action="store_true", help="downgrade to --revision")
     seed = commands.add_parser("seed", help="fill the schema with realistic sample data")
-    seed.add_argument("--tickets", type=int, default=1000)
+    seed.add_argument("--tickets", type=int, default=1000, help="tickets to insert (default 1000)")
     seed.add_argument("--seed", type=int, default=0, help="random seed (deterministic data)")
     demo = commands.add_parser("demo", help="local servers, schema, sample data and worker")
-    demo.add_argument("--tickets", type=int, default=2000)
-    demo.add_argument("--state-dir", default=".state/demo")
+    demo.add_argument(
+        "--tickets", type=int, default=2000, help="sample tickets to seed (default 2000)"
+    )
+    demo.add_argument(
+        "--state-dir",
+        default=".state/demo",
+        help="where the demo's servers keep their data (default .state/demo)",
+    )
     demo.add_argument("--once", action="store_true", help="exit after the first live change")
-    return parser
 
 
 def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
-    """Check the source, wire the worker and stream until SIGTERM/SIGINT."""
-    from cdc_worker.bootstrap import bootstrap, inspect_source
+    """Check (or wait for) both servers, wire the worker and stream until SIGTERM/SIGINT."""
+    from cdc_worker.bootstrap import bootstrap, wait_for_servers
 
     log: Any = structlog.get_logger("cdc_worker")
     log.info("starting", config=settings.masked())
-    info = inspect_source(settings)
-    app = bootstrap(settings, info)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    info = wait_for_servers(settings, stopping)
+    if info is None:
+        log.info("worker stopped")
+        return 0
+    app = bootstrap(settings, info, stopping)
     if settings.worker_http_port:
         serve(
             settings.worker_http_host,
@@ -68,8 +129,6 @@ def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
             lambda: app.worker.last_loop_s,
             max(60.0, 3 * settings.stall_timeout_s),
         )
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: app.worker.request_stop())
     try:
         return app.worker.run()
     finally:
@@ -111,12 +170,14 @@ def cmd_check(settings: Settings, _args: argparse.Namespace) -> int:
 
     from cdc_worker.observability.health import verdict
     from cdc_worker.store import keys
+    from cdc_worker.store.connection import redis_error
 
+    url = settings.redis_url.get_secret_value()
     try:
-        with redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5) as r:
+        with redis.Redis.from_url(url, socket_timeout=5) as r:
             checkpoint, heartbeat = r.mget(keys.CHECKPOINT, keys.HEARTBEAT)
-    except redis.RedisError:
-        print("not ready: redis unreachable")
+    except redis.RedisError as exc:
+        print(f"not ready: {redis_error(exc, url)}")
         return EXIT_FAILURE
     result = verdict(
         checkpoint, heartbeat, time.time(), settings.max_lag_s, settings.heartbeat_max_age_s
@@ -138,13 +199,20 @@ def cmd_resync(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    """Upgrade (or downgrade) the schema with the admin URL."""
+    """Upgrade (or downgrade) the schema with the admin URL; say from which revision to which."""
     from cdc_worker.schema import migrate
 
+    before = migrate.current_revision(settings.admin_url)
     if args.downgrade:
         migrate.downgrade(settings.admin_url, args.revision)
     else:
         migrate.upgrade(settings.admin_url, args.revision)
+    after = migrate.current_revision(settings.admin_url)
+    where = migrate.describe(settings.admin_url)
+    if before == after:
+        print(f"{where}: already at revision {after or 'base (no tables)'}; nothing to do")
+    else:
+        print(f"{where}: migrated from {before or 'base (no tables)'} to {after or 'base'}")
     return 0
 
 
@@ -184,6 +252,9 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
 }
 
 
+ADMIN_COMMANDS = {"migrate", "seed"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cdc-worker`` console script."""
     args = _parser().parse_args(argv)
@@ -193,15 +264,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cdc-worker: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(settings.log_level, settings.log_format, settings.secrets())
-    log: Any = structlog.get_logger("cdc_worker")
     try:
         return COMMANDS[args.command](settings, args)
-    except SourceError as exc:
-        log.error("cannot use the source server", error=str(exc))
+    except Exception as exc:
+        problem = exc if isinstance(exc, CdcError) else _server_problem(exc, settings, args)
+        if problem is None:
+            raise
+        return _report(problem)
+
+
+def _server_problem(exc: Exception, settings: Settings, args: argparse.Namespace) -> Any:
+    from cdc_worker.bootstrap import server_problem
+
+    return server_problem(exc, settings, admin=args.command in ADMIN_COMMANDS)
+
+
+def _report(problem: CdcError) -> int:
+    """One log line saying what stands in the way; the exit code says whose fault."""
+    log: Any = structlog.get_logger("cdc_worker")
+    misconfigured = isinstance(problem, ConfigurationError | SourceError)
+    if misconfigured:
+        log.error(str(problem), kind=type(problem).__name__)
         return EXIT_CONFIG
-    except CdcError as exc:
-        log.error("failed", error=str(exc), kind=type(exc).__name__)
-        return EXIT_FAILURE
+    what = "server unreachable" if isinstance(problem, ServerUnreachable) else "failed"
+    log.error(f"{what}: {problem}", kind=type(problem).__name__)
+    return EXIT_FAILURE
 
 
 if __name__ == "__main__":

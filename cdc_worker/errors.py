@@ -9,12 +9,20 @@ class ConfigurationError(CdcError):
     """Raised when settings are invalid; the message names the variable to fix."""
 
 
+class ServerUnreachable(CdcError):
+    """Raised when MySQL or Redis refuses or times out a connection: worth waiting for."""
+
+
 class SourceError(CdcError):
     """Raised when the MySQL/MariaDB source cannot be used as it is."""
 
 
 class ServerSettingsError(SourceError):
     """Raised when the server's binlog settings make correct streaming impossible."""
+
+
+class MissingDatabaseError(SourceError):
+    """Raised when the database named in a MySQL URL does not exist on the server."""
 
 
 class MissingGrantsError(SourceError):

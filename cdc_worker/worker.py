@@ -122,6 +122,7 @@ class Worker:
         backoff_max_s: float,
         fan_out_step_tickets: int = 2000,
         state_cache_tickets: int = STATE_CACHE_TICKETS,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.store = store
         self.fan_out_step_tickets = fan_out_step_tickets
@@ -131,7 +132,8 @@ class Worker:
         self.source = source
         self.metrics = metrics
         self.backoff_max_s = backoff_max_s
-        self.stopping = threading.Event()
+        self.stopping = stopping or threading.Event()
+        self.streamed = False  # whether the current attempt got as far as streaming
         self.resync_reason: str | None = None
         self._halt_job: Job | None = None
         self.log: Any = structlog.get_logger("cdc_worker")
@@ -150,6 +152,7 @@ class Worker:
         """Stream until stopped; recover from every connection problem. Returns 0."""
         failures = 0
         while not self.stopping.is_set():
+            self.streamed = False
             try:
                 self._session()
                 failures = 0
@@ -196,7 +199,9 @@ class Worker:
         self.metrics.reconnects.labels(reason=reason).inc()
         delay_s = min(self.backoff_max_s, 0.1 * 2 ** min(failures - 1, 10))
         self.log.warning(
-            "session ended; resuming from the checkpoint",
+            "session ended; resuming from the checkpoint"
+            if self.streamed
+            else "cannot start a session; retrying",
             error=str(exc)[:300],
             kind=type(exc).__name__,
             retry_in_s=round(delay_s, 2),
@@ -220,6 +225,7 @@ class Worker:
             refs = self.store.load_refs(checkpoint.generation)
         structlog.contextvars.bind_contextvars(position=str(checkpoint.position))
         self.log.info("streaming", generation=checkpoint.generation)
+        self.streamed = True
         reader = open_reader(self.source, checkpoint.position)
         self._events_counted, self._decoded_counted, self._cache_counted = 0, {}, (0, 0)
         reader.start()

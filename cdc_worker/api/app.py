@@ -27,6 +27,7 @@ from cdc_worker.api.queries import (
     list_arguments,
     page_from_reply,
 )
+from cdc_worker.api.redis_problems import RedisProblems
 from cdc_worker.observability.health import verdict
 from cdc_worker.settings import Settings
 from cdc_worker.store import keys
@@ -56,6 +57,8 @@ def create_app(settings: Settings, client: aioredis.Redis | None = None) -> Fast
             url, max_connections=64, socket_timeout=REDIS_TIMEOUT_S
         )
         app.state.single_reads = PipelinedReader(url, REDIS_TIMEOUT_S)
+        app.state.redis_problems = RedisProblems(url)
+        await app.state.redis_problems.check(app.state.redis)
         yield
         await app.state.single_reads.close()
         if client is None:
@@ -160,8 +163,9 @@ def _instrument(app: FastAPI, metrics: ApiMetrics) -> None:
     app.add_middleware(HeaderLimits)
 
     @app.exception_handler(RedisError)
-    async def redis_down(_request: Request, _exc: RedisError) -> JSONResponse:
+    async def redis_down(request: Request, exc: RedisError) -> JSONResponse:
         metrics.redis_errors.inc()
+        request.app.state.redis_problems.report(exc)
         return JSONResponse({"detail": "read model unavailable"}, status_code=503)
 
 
@@ -303,9 +307,10 @@ def _add_operational_routes(app: FastAPI, settings: Settings, metrics: ApiMetric
     async def readyz(request: Request) -> JSONResponse:
         try:
             checkpoint, heartbeat = await _redis(request).mget(keys.CHECKPOINT, keys.HEARTBEAT)
-        except RedisError:
+        except RedisError as exc:
             metrics.redis_errors.inc()
-            body = Readiness(ready=False, reasons=["redis unreachable"])
+            reason = request.app.state.redis_problems.report(exc)
+            body = Readiness(ready=False, reasons=[reason])
             return JSONResponse(body.model_dump(), status_code=503)
         result = verdict(
             checkpoint, heartbeat, time.time(), settings.max_lag_s, settings.heartbeat_max_age_s

@@ -12,7 +12,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, pool
+from sqlalchemy import create_engine, make_url, pool
 
 from cdc_worker.errors import ConfigurationError
 from cdc_worker.schema.models import Base
@@ -28,6 +28,23 @@ def upgrade(url: str, revision: str = "head") -> None:
 def downgrade(url: str, revision: str = "base") -> None:
     """Migrate the database at ``url`` down to ``revision`` (``base``: no tables left)."""
     command.downgrade(alembic_config(url), revision)
+
+
+def current_revision(url: str) -> str | None:
+    """The database's Alembic revision; None before the first migration."""
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            revision = MigrationContext.configure(connection).get_current_revision()
+            return None if revision is None else str(revision)
+    finally:
+        engine.dispose()
+
+
+def describe(url: str) -> str:
+    """``database helpdesk on 127.0.0.1:3306``, for messages (no credentials)."""
+    parsed = make_url(url)
+    return f"database {parsed.database} on {parsed.host or '127.0.0.1'}:{parsed.port or 3306}"
 
 
 def drift(url: str) -> list[object]:

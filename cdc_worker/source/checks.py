@@ -7,12 +7,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cdc_worker.errors import MissingGrantsError, ServerSettingsError
+from cdc_worker.errors import (
+    CdcError,
+    MissingDatabaseError,
+    MissingGrantsError,
+    ServerSettingsError,
+    ServerUnreachable,
+    SourceError,
+)
 
 REQUIRED = {"log_bin": "ON", "binlog_format": "ROW", "binlog_row_image": "FULL"}
 ROW_METADATA = ("binlog_row_metadata", "FULL")
 # MariaDB's log_bin_compress is fine: its compressed events are decoded (source/packets.py).
 MUST_BE_OFF = ("binlog_transaction_compression", "binlog_alter_two_phase")
+# Client errors of a server that is not there (yet): no socket, refused or timed out, gone.
+UNREACHABLE_CODES = {2002, 2003, 2006, 2013}
+ACCESS_DENIED, DATABASE_DENIED, UNKNOWN_DATABASE, NO_SUCH_TABLE = 1045, 1044, 1049, 1146
 GRANT_LINE = re.compile(r"^GRANT (?P<privs>.+?) ON (?P<target>\S+) TO ", re.IGNORECASE)
 
 
@@ -87,12 +97,51 @@ def _missing(global_privs: set[str], db_privs: set[str], database: str) -> list[
     return missing
 
 
-def check_source(connection: Any, database: str) -> ServerInfo:
+def connect_error(exc: Exception, where: str, database: str, variable: str) -> CdcError:
+    """One line for a failed MySQL connection: ServerUnreachable when the server is not
+    there (wait for it), else a SourceError naming what to fix. ``where``: user@host:port."""
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+    address = where.rpartition("@")[2]
+    if code in UNREACHABLE_CODES:
+        return ServerUnreachable(f"MySQL at {address} ({variable}) is unreachable: {exc}")
+    if code == ACCESS_DENIED:
+        return SourceError(
+            f"MySQL at {address} refused the user and password of {variable} ({where}): "
+            "fix the password or the user in the URL"
+        )
+    if code == UNKNOWN_DATABASE:
+        return MissingDatabaseError(missing_database(database, address, variable))
+    if code == DATABASE_DENIED:
+        return SourceError(
+            f"database `{database}` on {address} does not exist or {variable}'s user may not "
+            f"use it: create it, or GRANT its privileges to that user, or fix {variable}"
+        )
+    if code == NO_SUCH_TABLE:
+        return SourceError(f"{exc.args[-1]} on {address}: run `cdc-worker migrate` first")
+    return SourceError(f"{variable} ({where}): {exc}")
+
+
+def missing_database(database: str, address: str, variable: str) -> str:
+    return (
+        f"database `{database}` does not exist on {address}: create it (CREATE DATABASE "
+        f"`{database}`, then `cdc-worker migrate`) or fix the database name in {variable}"
+    )
+
+
+def database_exists(cursor: Any, database: str) -> bool:
+    """Whether the server has ``database`` (as far as the user may see: a database the user
+    has no privilege on is invisible, so this is asked only once its grants are there)."""
+    cursor.execute("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (database,))
+    return cursor.fetchone() is not None
+
+
+def check_source(connection: Any, database: str, address: str = "the server") -> ServerInfo:
     """Raise with a message naming every setting or grant to change; else describe the server."""
     with connection.cursor() as cursor:
         variables = server_variables(cursor)
         cursor.execute("SHOW GRANTS")
         grants = [str(row[0]) for row in cursor.fetchall()]
+        exists = database_exists(cursor, database)
     problems = settings_problems(variables)
     if problems:
         raise ServerSettingsError(
@@ -100,6 +149,14 @@ def check_source(connection: Any, database: str) -> ServerInfo:
         )
     is_mariadb = "MARIADB" in variables.get("version", "")
     missing = grant_problems(grants, database, is_mariadb)
+    if not exists and not missing:  # the user could see it: it is not there
+        raise MissingDatabaseError(missing_database(database, address, "CDC_MYSQL_URL"))
+    if not exists and missing == [f"SELECT ON `{database}`.*"]:
+        # A database the user has no privilege on is invisible to it: say both.
+        raise MissingDatabaseError(
+            missing_database(database, address, "CDC_MYSQL_URL")
+            + f"; if it exists, GRANT SELECT ON `{database}`.* to the configured user"
+        )
     if missing:
         raise MissingGrantsError(
             "the configured MySQL user lacks privileges the worker needs: "
