@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import orjson
 import redis
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from cdc_worker.devtools.localservers import free_port, start_mariadb, start_redis
 from cdc_worker.devtools.seed import seed
@@ -140,7 +141,39 @@ def _print_summary(
     print(f"  curl -s '{api_url}/tickets?requester_email=<an email from a document>'")
     print(f"  curl -s {api_url}/readyz")
     print(f"  redis-cli -p {redis_port} -n 1 HGET tickets 1")
+    _print_access(env)
     print("Ctrl-C stops the worker and the servers.")
+
+
+def mariadb_command(url: str) -> str:
+    """The ``mariadb`` client command line that opens the database of a MySQL URL (``-p``
+    prompts for the password when the URL has one)."""
+    parsed = make_url(url)
+    line = f"mariadb -h {parsed.host or '127.0.0.1'} -P {parsed.port or 3306}"
+    line += f" -u {shlex.quote(parsed.username or 'root')}"
+    return line + (" -p" if parsed.password else "") + f" {shlex.quote(parsed.database or '')}"
+
+
+def access_lines(env: dict[str, str]) -> list[str]:
+    """What another shell needs: the database's command line and the exports with which
+    ``cdc-worker check``, ``resync``, ``seed`` and ``loadgen`` reach the demo (passwords
+    masked: a private demo server's admin has none)."""
+    admin, redis_url = env["CDC_ADMIN_MYSQL_URL"], env["CDC_REDIS_URL"]
+    return [
+        mariadb_command(admin),
+        f"export CDC_ADMIN_MYSQL_URL={shlex.quote(mask_url(admin))}",
+        f"export CDC_REDIS_URL={shlex.quote(mask_url(redis_url))}",
+    ]
+
+
+def _print_access(env: dict[str, str]) -> None:
+    lines = access_lines(env)
+    print("the database, from another shell:")
+    print(f"  {lines[0]}")
+    print("the CLI against this demo, from another shell (paste these first):")
+    for line in lines[1:]:
+        print(f"  {line}")
+    print("  cdc-worker check; cdc-worker resync --ticket 1; cdc-worker seed --tickets 100")
 
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:

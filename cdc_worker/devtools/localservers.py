@@ -442,7 +442,7 @@ def _up(base_dir: Path) -> None:
     (base_dir / "servers.json").write_text(json.dumps(state))
     print(f"export CDC_MYSQL_URL='{mariadb.cdc_url}'")
     print(f"export CDC_REDIS_URL='{redis_server.url}'")
-    print(f"export CDC_MYSQL_ROOT_URL='{mariadb.root_url}'")
+    print(f"export CDC_ADMIN_MYSQL_URL='{mariadb.root_url}'")
 
 
 def _down(base_dir: Path) -> None:

@@ -33,6 +33,41 @@ def test_the_demo_builds_a_live_read_model_and_shows_a_live_change(tmp_path: Pat
     assert "cdc-local-secret" not in result.stdout + result.stderr
 
 
+def the_printed_lines_reach_the_demo(printed: list[str]) -> None:
+    """Another shell, with exactly the export lines the demo printed: check and resync work,
+    and the printed mariadb command line opens the demo's database."""
+    text = "".join(printed)
+    exports = [line.strip() for line in printed if line.strip().startswith("export CDC_")]
+    assert {line.split("=")[0] for line in exports} == {
+        "export CDC_ADMIN_MYSQL_URL",
+        "export CDC_REDIS_URL",
+    }, text
+    [mariadb] = [line.strip() for line in printed if line.strip().startswith("mariadb ")]
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    commands = ["cdc-worker check", "cdc-worker resync --ticket 1", "cdc-worker seed --tickets 5"]
+    script = "\n".join([*exports, *commands])
+    shell = subprocess.run(
+        ["bash", "-euc", script],
+        env={**CLEAN_ENV, "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shell.returncode == 0, shell.stdout + shell.stderr
+    assert shell.stdout.startswith("ready\n"), shell.stdout
+    assert ": done, 1 ticket rebuilt" in shell.stdout
+    assert "(5 tickets)" in shell.stdout
+    query = subprocess.run(
+        ["bash", "-euc", f"{mariadb} -N -e 'SELECT COUNT(*) > 0 FROM tickets'"],
+        env=CLEAN_ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert query.returncode == 0, query.stderr
+    assert query.stdout.strip() == "1"
+
+
 def test_ctrl_c_stops_the_demo_its_worker_and_its_servers(tmp_path: Path) -> None:
     state = tmp_path / "demo"
     demo = subprocess.Popen(
@@ -45,10 +80,15 @@ def test_ctrl_c_stops_the_demo_its_worker_and_its_servers(tmp_path: Path) -> Non
     )
     assert demo.stdout is not None
     deadline = time.monotonic() + 240
+    printed = []
     for line in demo.stdout:
+        printed.append(line)
         if "Ctrl-C stops" in line or time.monotonic() > deadline:
             break
-    os.killpg(demo.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
+    try:
+        the_printed_lines_reach_the_demo(printed)
+    finally:
+        os.killpg(demo.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
     demo.stdout.read()
     demo.stdout.close()
     assert demo.wait(60) == 0
@@ -58,12 +98,21 @@ def test_ctrl_c_stops_the_demo_its_worker_and_its_servers(tmp_path: Path) -> Non
     assert leftovers.stdout.strip() == ""
 
 
+def cli(args: list[str], env: dict[str, str]) -> str:
+    done = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_migrate_and_seed_use_the_admin_url_and_report_their_rate(
     mariadb: MariaDBServer,
 ) -> None:
     root_url, _ = mariadb.create_database("e2e_cli")
     env = {**CLEAN_ENV, "CDC_ADMIN_MYSQL_URL": root_url}
-    subprocess.run([*CLI, "migrate"], env=env, check=True, timeout=120)
+    migrated = cli(["migrate"], env)
+    where = f"database e2e_cli on 127.0.0.1:{mariadb.port}"
+    assert migrated == f"{where}: migrated from base (no tables) to 0001\n"
+    assert cli(["migrate"], env) == f"{where}: already at revision 0001; nothing to do\n"
     seeded = subprocess.run(
         [*CLI, "seed", "--tickets", "200"],
         env=env,
@@ -80,7 +129,8 @@ def test_migrate_and_seed_use_the_admin_url_and_report_their_rate(
             assert conn.execute(text("SELECT COUNT(*) FROM tickets")).scalar_one() == 200
     finally:
         engine.dispose()
-    subprocess.run([*CLI, "migrate", "--downgrade", "--revision", "base"], env=env, check=True)
+    downgraded = cli(["migrate", "--downgrade", "--revision", "base"], env)
+    assert downgraded == f"{where}: migrated from 0001 to base\n"
     alembic = str(Path(sys.executable).with_name("alembic"))
     subprocess.run([alembic, "upgrade", "head"], env=env, check=True, cwd=ROOT)
     subprocess.run([alembic, "downgrade", "base"], env=env, check=True, cwd=ROOT)

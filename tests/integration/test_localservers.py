@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pymysql
@@ -172,3 +176,28 @@ def test_each_mariadb_keeps_its_temporary_files_in_its_own_directory(
         row = cur.fetchone()
     assert row is not None
     assert str(row[0]).startswith(str(mariadb.base_dir))
+
+
+def test_up_prints_the_exports_migrate_reads_and_down_stops_the_servers(tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "cdc_worker.devtools.localservers"]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CDC_")}
+    up = subprocess.run([*base, "up", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0, up.stderr
+    try:
+        exports = dict(
+            line.removeprefix("export ").replace("'", "").split("=", 1)
+            for line in up.stdout.splitlines()
+        )
+        assert set(exports) == {"CDC_MYSQL_URL", "CDC_REDIS_URL", "CDC_ADMIN_MYSQL_URL"}
+        migrated = subprocess.run(
+            [sys.executable, "-m", "cdc_worker.cli", "migrate"],
+            env={**clean, **exports},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert migrated.returncode == 0, migrated.stderr
+        assert "migrated from base (no tables) to 0001" in migrated.stdout
+    finally:
+        down = subprocess.run([*base, "down", str(tmp_path)], timeout=120)
+    assert down.returncode == 0
