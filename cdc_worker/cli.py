@@ -252,7 +252,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
 }
 
 
-ADMIN_COMMANDS = {"migrate", "seed"}
+ADMIN_COMMANDS = {"migrate", "seed", "loadgen"}  # the commands that use the admin URL
 
 
 def main(argv: Sequence[str] | None = None) -> int:
