@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -102,6 +103,11 @@ def connect_error(exc: Exception, where: str, database: str, variable: str) -> C
     there (wait for it), else a SourceError naming what to fix. ``where``: user@host:port."""
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
     address = where.rpartition("@")[2]
+    if isinstance(getattr(exc, "original_exception", None), ssl.SSLError):
+        return SourceError(
+            f"cannot connect to {variable} ({where}) over TLS: {exc}; fix the URL's ssl_ "
+            "options or the server's certificate"
+        )
     if code in UNREACHABLE_CODES:
         return ServerUnreachable(f"MySQL at {address} ({variable}) is unreachable: {exc}")
     if code == ACCESS_DENIED:

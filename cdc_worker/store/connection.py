@@ -6,6 +6,7 @@ or a database index the server lacks are ``ConfigurationError`` (fix the URL).
 
 from __future__ import annotations
 
+import ssl
 from urllib.parse import urlsplit
 
 import redis
@@ -30,6 +31,11 @@ def redis_error(exc: redis.RedisError, url: str) -> CdcError:
         return ConfigurationError(
             f"Redis at {where} refused the credentials of {VARIABLE}: fix the password "
             "(or the user) in the URL"
+        )
+    if isinstance(exc.__context__, ssl.SSLError):  # a TLS handshake fails the same next time
+        return ConfigurationError(
+            f"Redis at {where} failed the TLS handshake: {exc}; fix {VARIABLE}'s scheme "
+            "(rediss:// or redis://) or its ssl_ options"
         )
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         return ServerUnreachable(f"Redis at {where} ({VARIABLE}) is unreachable: {exc}")

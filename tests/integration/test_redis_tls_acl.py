@@ -128,3 +128,21 @@ def test_a_wrong_acl_password_is_refused_without_printing_it(
     )
     assert check.returncode == 1
     assert "not-the-password-9" not in check.stdout + check.stderr
+
+
+def test_a_certificate_from_another_ca_exits_2_instead_of_waiting(
+    source_db: SourceDatabase, tls_redis_url: str, tmp_path: Path
+) -> None:
+    other_ca = make_certificates(tmp_path / "other")["ca"]
+    url = tls_redis_url.split("?")[0] + f"?ssl_ca_certs={other_ca}"
+    worker = subprocess.run(
+        [sys.executable, "-m", "cdc_worker.cli", "run"],
+        env=worker_env(source_db.cdc_url, url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert worker.returncode == 2, worker.stderr
+    [line] = [line for line in worker.stderr.splitlines() if "TLS handshake" in line]
+    assert "CERTIFICATE_VERIFY_FAILED" in line
+    assert ACL_PASSWORD not in worker.stdout + worker.stderr
