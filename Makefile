@@ -27,7 +27,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest tests/unit --hypothesis-profile=quick
 
 integration: $(STAMP)
 	$(BIN)/pytest tests/integration tests/e2e

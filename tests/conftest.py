@@ -13,6 +13,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, create_engine, text
 
+import tests.properties  # noqa: F401  (registers the quick Hypothesis profile)
 from cdc_worker.devtools.localservers import MariaDBServer, RedisServer, start_mariadb, start_redis
 from cdc_worker.schema.models import Base
 

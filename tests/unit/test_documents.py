@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from projections.documents import build_document, encode_document, render_document
 from projections.state import AttachmentInfo, Person, Refs, Status, TicketState
+from tests.properties import examples
 
 TEXT = st.text(max_size=12)  # any code point, 4-byte UTF-8 and JSON escapes included
 IDS = st.integers(1, 4)
@@ -62,7 +63,7 @@ def whole(state: TicketState, refs: Refs) -> tuple[bytes | None, list[str]]:
     return (None if doc is None else encode_document(doc)), problems
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(state_strategy(), refs_strategy(), refs_strategy())
 def test_rendering_in_parts_is_encoding_the_whole_document(
     state: TicketState, refs: Refs, renamed: Refs

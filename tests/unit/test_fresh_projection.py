@@ -14,6 +14,7 @@ from projections.fresh import TableRows, project_fresh
 from projections.projector import StoreOps, plan_reads, project
 from projections.state import Person, Refs, Status
 from tests import factories as f
+from tests.properties import examples
 
 POSITION = "snapshot at mysql-bin.000001:4"
 
@@ -120,7 +121,7 @@ def chunks(draw: Any) -> list[TableRows]:
     ]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(chunks())
 def test_random_chunks_project_exactly_as_the_general_projector(parts: list[TableRows]) -> None:
     assert as_fields(project_fresh(parts, refs(), POSITION)) == as_fields(general(parts, refs()))
