@@ -140,6 +140,8 @@ def bootstrap(settings: Settings, info: ServerInfo) -> App:
         settings.reconnect_backoff_max_s,
         settings.fan_out_step_tickets,
         settings.state_cache_tickets,
+        settings.liveness_timeout_s,
+        settings.source_head_poll_s,
     )
     settle_heap()
     return App(settings, client, engine, metrics, worker)
