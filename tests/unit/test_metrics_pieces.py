@@ -112,7 +112,9 @@ def test_liveness_fails_after_the_timeout_with_the_reason_and_not_while_stopping
     start = liveness._last_progress
     assert liveness.problem(now=start + 29) is None
     problem = liveness.problem(now=start + 31)
-    assert problem is not None and "no progress" in problem and "CDC_LIVENESS_TIMEOUT_S" in problem
+    assert problem is not None
+    assert "no progress" in problem
+    assert "CDC_LIVENESS_TIMEOUT_S" in problem
     liveness.expected = False
     assert liveness.problem(now=start + 31) is None
 
@@ -145,7 +147,8 @@ def test_progress_never_shows_done_above_total_and_ends_equal() -> None:
     assert sample(metrics, "cdc_snapshot_tickets_total", reason="resync") == 120
     progress.finish()
     assert progress.total == progress.done == 120
-    assert log.lines and log.lines[0][0] == "snapshot progress"
+    assert log.lines
+    assert log.lines[0][0] == "snapshot progress"
     assert {"rate_per_s", "eta_s", "tickets_total"} <= set(log.lines[0][1])
 
 
@@ -155,7 +158,8 @@ def test_progress_draws_a_bar_on_a_terminal_instead_of_logging() -> None:
     progress.advance(5)
     progress.advance(5)
     progress.finish()
-    assert "▕" in terminal.getvalue() and "10/10 tickets" in terminal.getvalue()
+    assert "▕" in terminal.getvalue()
+    assert "10/10 tickets" in terminal.getvalue()
     assert log.lines == []
 
 
