@@ -289,6 +289,8 @@ class Worker:
         if chunks:
             self.telemetry.took(next((c.committed_at_s for c in chunks if c.commit), None))
             self._apply(session, chunks)
+            if session.reader.queue_depth() == 0:
+                self.telemetry.drained()
         else:
             self.telemetry.drained()
         return bool(chunks)

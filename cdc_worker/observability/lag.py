@@ -4,12 +4,12 @@ Both are read by the metrics server's thread at scrape time (``Gauge.set_functio
 they keep moving while the loop is stuck in a call that never returns.
 
 ``cdc_source_behind_seconds`` is the age of the oldest transaction the source committed and
-the worker has not applied. The worker knows it exactly for what its reader handed over (the
-first commit time of the batch in hand); for what it has not read yet, a poller reads the
-source's head (``SHOW BINARY LOGS``) every few seconds: when the head moved past the applied
-position since the last poll, something was committed no earlier than the previous poll,
-which is the time used (an underestimate by at most one poll period). Whenever the loop asks
-its reader for more and gets nothing, everything read is applied: behind is 0 again.
+the worker has not applied. While the loop turns, it knows that exactly: the first commit time
+of the batch it took (everything before is applied), and 0 once its reader has nothing more.
+When the loop did not move between two polls of the source's head (``SHOW BINARY LOGS``), the
+poller speaks instead: if the head moved past the applied position, something was committed
+after the previous poll and is not applied; the previous poll's time is used (an underestimate
+by at most one poll period).
 """
 
 from __future__ import annotations
@@ -56,17 +56,19 @@ class LagTracker:
     behind_bytes: int = 0
     head: tuple[str, int] | None = None
     last_poll_s: float | None = None
+    loop_moved: bool = False  # since the last poll
 
     def took_batch(self, first_commit_s: float | None) -> None:
-        """The loop took a batch from its reader; ``first_commit_s`` is its first commit's
-        time (None for a slice of a large transaction: then it is older than now)."""
-        candidate = first_commit_s if first_commit_s else time.time()
-        if self.oldest_unapplied_s is None or candidate < self.oldest_unapplied_s:
-            self.oldest_unapplied_s = candidate
+        """The loop took a batch from its reader, everything before it being applied;
+        ``first_commit_s`` is its first commit's time (None for a slice of a large
+        transaction that commits later: now is used)."""
+        self.oldest_unapplied_s = first_commit_s if first_commit_s else time.time()
+        self.loop_moved = True
 
     def drained(self) -> None:
         """The reader had nothing more: everything it read is applied."""
         self.oldest_unapplied_s = None
+        self.loop_moved = True
 
     def applied_at(self, position: Position) -> None:
         """The loop stored a checkpoint at ``position``."""
@@ -80,11 +82,11 @@ class LagTracker:
         head = files[-1]
         self.behind_bytes = bytes_behind(self.applied, files)
         moved = self.head is not None and head != self.head
-        if moved and self.behind_bytes > 0:
+        if moved and self.behind_bytes > 0 and not self.loop_moved:
             since_s = self.last_poll_s if self.last_poll_s is not None else now_s
             if self.oldest_unapplied_s is None or since_s < self.oldest_unapplied_s:
                 self.oldest_unapplied_s = since_s
-        self.head, self.last_poll_s = head, now_s
+        self.head, self.last_poll_s, self.loop_moved = head, now_s, False
 
     def behind_s(self, now_s: float | None = None) -> float:
         """Age of the oldest unapplied commit; 0 when everything known is applied."""

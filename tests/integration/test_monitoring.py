@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import pty
 import re
+import select
 import signal
 import socket
 import struct
@@ -26,7 +28,7 @@ from cdc_worker.observability.metrics import WorkerMetrics
 from cdc_worker.observability.worker_http import serve
 from cdc_worker.store import keys
 from tests.conftest import SourceDatabase
-from tests.harness import wait_heartbeat, wait_synced, worker_thread
+from tests.harness import wait_heartbeat, wait_synced, worker_env, worker_thread
 
 CLI = [sys.executable, "-m", "cdc_worker.cli"]
 
@@ -246,3 +248,38 @@ def test_the_metrics_server_stays_bounded_under_300_idle_connections(
     logged = capfd.readouterr()
     assert "metrics request failed" in logged.out + logged.err
     assert "Traceback" not in logged.out + logged.err
+
+
+def read_until(fd: int, wanted: str, timeout_s: float) -> str:
+    seen, deadline = b"", time.monotonic() + timeout_s
+    while wanted.encode() not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                seen += os.read(fd, 65536)
+            except OSError:  # the child closed its end
+                break
+    return seen.decode(errors="replace")
+
+
+def test_run_on_a_terminal_draws_a_progress_bar_while_it_snapshots(
+    source_db: SourceDatabase, redis_url: str
+) -> None:
+    seed(source_db.engine, 200)
+    env = worker_env(
+        source_db.cdc_url, redis_url, CDC_LOG_FORMAT="auto", CDC_SNAPSHOT_CHUNK_ROWS="50"
+    )
+    controller, terminal = pty.openpty()
+    worker = subprocess.Popen(
+        [*CLI, "run"], env=env, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal
+    )
+    os.close(terminal)
+    try:
+        shown = read_until(controller, "snapshot swapped in", 60)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        os.close(controller)
+    assert "snapshot (no_checkpoint) ▕" in shown
+    assert "200/200 tickets" in shown
+    assert "snapshot progress" not in shown  # the bar replaces the log lines

@@ -166,11 +166,14 @@ def test_reading_chunks_ahead_never_commits_one_older_than_what_the_stream_appli
 
 
 def metric(port: int, name: str) -> float:
+    """The sum of the metric's series (each label value's series exists, at 0 if unused)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
+        lines = response.read().decode().splitlines()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
 
 
 def test_a_resync_killed_halfway_resumes_from_its_last_chunk(

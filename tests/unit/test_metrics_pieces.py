@@ -77,17 +77,18 @@ def test_bytes_behind_count_across_files_and_not_before_the_applied_one() -> Non
     assert bytes_behind(Position("b.000000", 10), files) == 2200  # purged: whole files only
 
 
-def test_behind_is_the_oldest_commit_in_hand_and_zero_once_drained() -> None:
+def test_behind_is_the_first_commit_of_the_batch_in_hand_and_zero_once_drained() -> None:
     lag = LagTracker()
     lag.took_batch(1000.0)
-    lag.took_batch(1005.0)  # a later batch: the oldest stays
     assert lag.behind_s(now_s=1030.0) == 30.0
     assert lag.behind_s(now_s=1090.0) == 90.0  # keeps growing while nothing moves
+    lag.took_batch(1005.0)  # the batch before is applied
+    assert lag.behind_s(now_s=1090.0) == 85.0
     lag.drained()
     assert lag.behind_s(now_s=1100.0) == 0.0
 
 
-def test_a_head_that_moves_past_the_applied_position_starts_the_clock() -> None:
+def test_a_head_that_moves_past_a_stuck_loop_starts_the_clock() -> None:
     lag = LagTracker()
     lag.applied_at(Position("b.000001", 500))
     lag.saw_head([("b.000001", 500)], now_s=100.0)
@@ -97,6 +98,15 @@ def test_a_head_that_moves_past_the_applied_position_starts_the_clock() -> None:
     assert lag.behind_s(now_s=110.0) == 10.0
     lag.saw_head([("b.000001", 900)], now_s=104.0)  # still the same oldest commit
     assert lag.behind_s(now_s=110.0) == 10.0
+
+
+def test_a_turning_loop_knows_better_than_the_poller() -> None:
+    lag = LagTracker()
+    lag.applied_at(Position("b.000001", 500))
+    lag.saw_head([("b.000001", 500)], now_s=100.0)
+    lag.took_batch(101.5)  # under load: the loop takes batches between polls
+    lag.saw_head([("b.000001", 800)], now_s=102.0)
+    assert lag.behind_s(now_s=102.0) == 0.5  # not the 2 s since the previous poll
 
 
 def test_a_head_that_does_not_move_starts_no_clock() -> None:
