@@ -340,8 +340,9 @@ class Worker:
             times,
         )
         self._record_phases(times)
-        own = {change.identity() for change in changes}
-        record_dead_letters(ops, self.metrics, self.log, own)
+        if ops.dead_letters:  # rare: the identities are built only then
+            own = {change.identity() for change in changes}
+            record_dead_letters(ops, self.metrics, self.log, own)
         self.telemetry.progressed()
         if target is not None:
             self.telemetry.applied(target)
