@@ -29,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 HANDLER_THREADS = 4
 MAX_PARKED_CONNECTIONS = 256
-READY_QUEUE_MAX = 64
+READY_QUEUE_MAX = MAX_PARKED_CONNECTIONS
 IDLE_TIMEOUT_S = 5.0
 REQUEST_DEADLINE_S = 5.0
 TICK_S = 0.25
@@ -80,13 +80,19 @@ class BoundedHTTPServer(HTTPServer):
     def _accept_loop(self) -> None:
         self._selector.register(self.socket, selectors.EVENT_READ)
         while not self._stopping.is_set():
-            for key, _ in self._selector.select(TICK_S):
-                if key.fileobj is self.socket:
-                    self._accept()
-                else:
-                    self._hand_over(key.fileobj)  # type: ignore[arg-type]
-            self._expire(time.monotonic())
+            try:
+                self._turn()
+            except Exception:  # never let one connection's trouble stop the server
+                self.handle_error(None, None)
         self._selector.close()
+
+    def _turn(self) -> None:
+        for key, _ in self._selector.select(TICK_S):
+            if key.fileobj is self.socket:
+                self._accept()
+            elif key.fileobj in self.parked:  # not closed by an accept earlier in this turn
+                self._hand_over(key.fileobj)  # type: ignore[arg-type]
+        self._expire(time.monotonic())
 
     def _accept(self) -> None:
         try:
@@ -100,6 +106,9 @@ class BoundedHTTPServer(HTTPServer):
         self._selector.register(connection, selectors.EVENT_READ)
 
     def _hand_over(self, connection: socket.socket) -> None:
+        if not _has_data(connection):  # the client hung up: nothing to answer
+            self._close(connection)
+            return
         self._selector.unregister(connection)
         self.parked.pop(connection, None)
         try:
@@ -142,6 +151,13 @@ class BoundedHTTPServer(HTTPServer):
         error = sys.exc_info()[1]
         kind = type(error).__name__
         self.log.warning("metrics request failed", kind=kind, error=str(error)[:200])
+
+
+def _has_data(connection: socket.socket) -> bool:
+    try:
+        return bool(connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except OSError:  # reset, or nothing after all
+        return False
 
 
 def serve(
