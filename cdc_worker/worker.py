@@ -205,7 +205,8 @@ class Worker:
         while not self.stopping.is_set():
             self.telemetry.progressed()  # alive (/healthz), not ready (/readyz)
             with contextlib.suppress(*RECOVERABLE):
-                self.store.beat_halted(reason, HEARTBEAT_TTL_S)
+                behind_s = self.telemetry.lag.behind_s()
+                self.store.beat_halted(reason, HEARTBEAT_TTL_S, behind_s)
                 job = self.resyncer.next_job()
                 if job is not None and job.kind == "full":
                     self._halt_job, self.resync_reason = job, "unreadable_event"

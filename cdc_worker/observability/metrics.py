@@ -32,7 +32,14 @@ PHASE_SECONDS_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 DECODERS = ("specialized", "library")
 CACHE_RESULTS = ("hit", "miss")
 # Why a whole read model is copied: the worker's reasons, and "resync" for a requested one.
-SNAPSHOT_REASONS = ("no_checkpoint", "checkpoint_lost", "read_model_lost", "ddl", "resync")
+SNAPSHOT_REASONS = (
+    "no_checkpoint",
+    "checkpoint_lost",
+    "read_model_lost",
+    "ddl",
+    "unreadable_event",
+    "resync",
+)
 RESYNC_KINDS = ("full", "tickets", "department")
 RESYNC_OUTCOMES = ("done", "failed")
 BATCH_PHASES = ("read", "project", "write")

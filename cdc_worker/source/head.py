@@ -12,7 +12,7 @@ from typing import Any
 
 import pymysql
 
-from cdc_worker.source.binlog import SourceConfig
+from cdc_worker.source.stream import SourceConfig
 
 BinlogFiles = list[tuple[str, int]]
 TIMEOUT_S = 5

@@ -213,9 +213,14 @@ class RedisStore:
             raise ReadModelLost(f"the '{keys.DOCUMENTS}' hash vanished ({indexed} tickets indexed)")
         return int(documents), int(dead_letters)
 
-    def beat_halted(self, reason: str, ttl_s: int) -> None:
+    def beat_halted(self, reason: str, ttl_s: int, source_behind_s: float = 0.0) -> None:
         """A heartbeat saying the worker stopped applying, and why (readiness shows it)."""
-        value = {"at_s": time.time(), "lag_s": 0.0, "halted": reason}
+        value = {
+            "at_s": time.time(),
+            "lag_s": 0.0,
+            "source_behind_s": source_behind_s,
+            "halted": reason,
+        }
         self.client.set(keys.HEARTBEAT, orjson.dumps(value), ex=ttl_s)
 
     def document_count(self) -> int:
