@@ -203,6 +203,8 @@ def bootstrap(settings: Settings, info: ServerInfo, stopping: threading.Event | 
         settings.fan_out_step_tickets,
         settings.state_cache_tickets,
         stopping,
+        settings.liveness_timeout_s,
+        settings.source_head_poll_s,
     )
     settle_heap()
     return App(settings, client, engine, metrics, worker)

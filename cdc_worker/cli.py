@@ -95,6 +95,18 @@ def _admin_parsers(commands: Any) -> None:
     seed = commands.add_parser("seed", help="fill the schema with realistic sample data")
     seed.add_argument("--tickets", type=int, default=1000, help="tickets to insert (default 1000)")
     seed.add_argument("--seed", type=int, default=0, help="random seed (deterministic data)")
+    loadgen = commands.add_parser(
+        "loadgen",
+        help="commit a realistic helpdesk workload at a steady rate (needs seeded data)",
+        description="Each transaction is 1-3 operations drawn from a weighted mix: new ticket "
+        "30, status change 15, comment 15, reassign 10, attachment 8, child row deleted 8, "
+        "soft delete/restore 5, hard delete 3, rename (fan-out) 2, tag churn 1, user churn 1.",
+    )
+    loadgen.add_argument("--rate", type=float, default=50.0, help="transactions per second")
+    loadgen.add_argument(
+        "--duration-s", type=float, default=60.0, help="how long to run, seconds (default 60)"
+    )
+    loadgen.add_argument("--seed", type=int, default=0, help="random seed (same sequence)")
     demo = commands.add_parser("demo", help="local servers, schema, sample data and worker")
     demo.add_argument(
         "--tickets", type=int, default=2000, help="sample tickets to seed (default 2000)"
@@ -126,8 +138,7 @@ def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
             settings.worker_http_host,
             settings.worker_http_port,
             app.metrics.registry,
-            lambda: app.worker.last_loop_s,
-            max(60.0, 3 * settings.stall_timeout_s),
+            app.worker.telemetry.liveness.problem,
         )
     try:
         return app.worker.run()
@@ -234,6 +245,32 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
+    """Drive the workload with the admin URL until the duration ends or SIGTERM/SIGINT."""
+    import threading
+
+    from sqlalchemy import create_engine
+
+    from cdc_worker.devtools.loadgen import run_paced
+
+    if args.rate <= 0 or args.duration_s <= 0:
+        print("cdc-worker: --rate and --duration-s must be positive", file=sys.stderr)
+        return EXIT_CONFIG
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    engine = create_engine(settings.admin_url)
+    try:
+        report = run_paced(engine, args.rate, args.duration_s, args.seed, stopping.is_set)
+    finally:
+        engine.dispose()
+    print(
+        f"loadgen: {report.transactions} transactions in {report.seconds:.1f} s: "
+        f"{report.rate_per_s:,.1f} transactions/s achieved (asked {args.rate:g}/s)"
+    )
+    return 0
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     """The README's first command: everything, locally, until Ctrl-C."""
     from cdc_worker.devtools.demo import run_demo
@@ -249,6 +286,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "migrate": cmd_migrate,
     "seed": cmd_seed,
     "demo": cmd_demo,
+    "loadgen": cmd_loadgen,
 }
 
 

@@ -12,6 +12,7 @@ earlier steps store nothing a replay in other batches could meet too early (see
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -43,6 +44,15 @@ class Shadow:
         return ticket_id <= self.last_id
 
 
+@dataclass
+class PhaseTimes:
+    """Seconds a batch spent reading Redis, projecting and writing (MULTI/EXEC), all steps."""
+
+    read_s: float = 0.0
+    project_s: float = 0.0
+    write_s: float = 0.0
+
+
 def apply_changes(
     store: ReadModelStore,
     refs: Refs,
@@ -52,6 +62,7 @@ def apply_changes(
     shadow: Shadow | None = None,
     step_tickets: int = FAN_OUT_STEP_TICKETS,
     cache: StateCache | None = None,
+    times: PhaseTimes | None = None,
 ) -> StoreOps:
     """Apply a run of changes (whole transactions, or part of one) and the new checkpoint.
 
@@ -66,6 +77,8 @@ def apply_changes(
     # Steps before the last only rebuild linked tickets the batch does not change itself:
     # replaying the reference changes is enough.
     replay = [change for change in changes if change.table in REFERENCE_TABLES]
+    times = times if times is not None else PhaseTimes()
+    started = time.perf_counter()
     with store.batch(expected) as tx:
         link_sets = tx.link_sets(plan.link_keys) if plan.link_keys else {}
         shadow_sets = {}
@@ -74,7 +87,8 @@ def apply_changes(
         linked, shadow_linked = _union(link_sets), _union(shadow_sets)
         scopes = _fan_out_scopes(plan.ticket_ids, linked | shadow_linked, step_tickets)
         last = len(scopes) == 1
-        step = _Step(plan, linked, shadow, shadow_linked, cache, link_sets, shadow_sets)
+        times.read_s += time.perf_counter() - started
+        step = _Step(plan, linked, shadow, shadow_linked, cache, link_sets, shadow_sets, times)
         first = changes if last else replay
         ops = step.apply(tx, first, refs, scopes[0], checkpoint if last else None, last)
     step.reported = ops.dead_letters
@@ -116,6 +130,7 @@ class _Step:
     cache: StateCache | None = None
     link_sets: dict[LinkKey, set[int]] = field(default_factory=dict)
     shadow_sets: dict[LinkKey, set[int]] = field(default_factory=dict)
+    times: PhaseTimes = field(default_factory=PhaseTimes)
     reported: list[DeadLetter] = field(default_factory=list)  # by earlier steps: not again
     # References and lookups are written with the checkpoint, in the last step: stored
     # references never run ahead of the checkpoint, so a replay after a crash between steps
@@ -134,15 +149,26 @@ class _Step:
         linked = self.linked if scope is None else self.linked & scope
         ids = self.plan.ticket_ids | linked if scope is None else scope
         in_scope = None if scope is None else scope.__contains__
+        clock = time.perf_counter()
         states = self.cache.load(tx, ids) if self.cache is not None else tx.load_states(ids)
+        clock = self._lap("read_s", clock)
         ops = project(changes, refs, states, linked, in_scope, self.link_sets)
         ops.dead_letters = [d for d in ops.dead_letters if d not in self.reported]
         self._defer_references(ops, final)
+        clock = self._lap("project_s", clock)
         shadow_ops = self._shadow(tx, changes, scope) if self.shadow else None
+        clock = self._lap("project_s", clock)
         tx.commit(ops, checkpoint, shadow_ops)
+        self._lap("write_s", clock)
         if self.cache is not None:
             self.cache.committed(ops.states)
         return ops
+
+    def _lap(self, phase: str, since: float) -> float:
+        """Add the time since ``since`` to ``phase``; returns now."""
+        now = time.perf_counter()
+        setattr(self.times, phase, getattr(self.times, phase) + now - since)
+        return now
 
     def _defer_references(self, ops: StoreOps, final: bool) -> None:
         names = ("refs_put", "refs_deleted", "lookups_put", "lookups_deleted")

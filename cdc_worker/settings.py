@@ -104,6 +104,19 @@ class Settings(BaseSettings):
     worker_http_port: int = Field(
         default=9108, ge=0, le=65535, description="Worker /metrics port; 0 turns it off."
     )
+    liveness_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="The worker's /healthz answers 503 when its apply loop made no progress "
+        "(no batch applied, no heartbeat written) for longer than this.",
+    )
+    source_head_poll_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=300,
+        description="How often the worker reads the source's binlog head (SHOW BINARY LOGS) "
+        "for cdc_source_behind_seconds and cdc_source_behind_bytes.",
+    )
 
     @field_validator("mysql_url", "admin_mysql_url")
     @classmethod

@@ -23,10 +23,12 @@ from cdc_worker.checkpoint import Checkpoint, Position
 from cdc_worker.errors import CheckpointLost, StreamInterrupted, UnreadableEvent
 from cdc_worker.observability.metrics import WorkerMetrics
 from cdc_worker.observability.reporting import record_dead_letters
-from cdc_worker.pipeline import apply_changes
+from cdc_worker.observability.telemetry import LoopTelemetry
+from cdc_worker.pipeline import PhaseTimes, apply_changes
 from cdc_worker.settings import STATE_CACHE_TICKETS
 from cdc_worker.snapshots.resyncer import FullResync, Resyncer
 from cdc_worker.snapshots.snapshotter import Snapshotter
+from cdc_worker.source import head
 from cdc_worker.source.binlog import BinlogReader, Chunk
 from cdc_worker.source.reader_process import ProcessReader
 from cdc_worker.source.stream import SourceConfig
@@ -62,6 +64,12 @@ RESYNC_STREAM_BUDGET_S = 0.5
 IDLE_CHECKPOINT_EVERY_S = 1.0
 HEARTBEAT_EVERY_S = 1.0
 HEARTBEAT_TTL_S = 30
+REDIS_ERRORS = (redis.RedisError,)
+
+
+def reconnect_reasons() -> list[str]:
+    """Every reason a session can end with (``_recover``'s labels), known in advance."""
+    return ["fence", *(kind.__name__ for kind in RECOVERABLE if kind is not FenceLost)]
 
 
 def now_s_due(last_s: float) -> bool:
@@ -123,6 +131,8 @@ class Worker:
         fan_out_step_tickets: int = 2000,
         state_cache_tickets: int = STATE_CACHE_TICKETS,
         stopping: threading.Event | None = None,
+        liveness_timeout_s: float = 30.0,
+        head_poll_s: float = 2.0,
     ) -> None:
         self.store = store
         self.fan_out_step_tickets = fan_out_step_tickets
@@ -142,7 +152,10 @@ class Worker:
         self._events_counted = 0
         self._decoded_counted: dict[str, int] = {}
         self._cache_counted = (0, 0)  # hits, misses already exported
-        self.last_loop_s = time.monotonic()
+        self.telemetry = LoopTelemetry(metrics, liveness_timeout_s)
+        metrics.initialise_reconnect_reasons(reconnect_reasons())
+        snapshotter.on_progress = self.telemetry.progressed
+        self.head_poll_s = head_poll_s
 
     def request_stop(self) -> None:
         """Finish the batch in hand, then return from ``run``."""
@@ -150,6 +163,19 @@ class Worker:
 
     def run(self) -> int:
         """Stream until stopped; recover from every connection problem. Returns 0."""
+        poller = head.HeadPoller(
+            lambda: head.connect(self.source), self.telemetry.lag.saw_head, self.head_poll_s
+        )
+        poller.start()
+        try:
+            self._run()
+        finally:
+            poller.stop()
+            self.telemetry.liveness.expected = False
+        self.log.info("worker stopped")
+        return 0
+
+    def _run(self) -> None:
         failures = 0
         while not self.stopping.is_set():
             self.streamed = False
@@ -167,8 +193,6 @@ class Worker:
             except CheckpointLost as exc:
                 self.log.warning("checkpoint gone from the server; full resync", error=str(exc))
                 self.resync_reason = "checkpoint_lost"
-        self.log.info("worker stopped")
-        return 0
 
     def _halt(self, reason: str) -> None:
         """Stop applying at an event that cannot be read (skipping it could lose changes):
@@ -182,9 +206,10 @@ class Worker:
         )
         self.metrics.halted.set(1)
         while not self.stopping.is_set():
-            self.last_loop_s = time.monotonic()  # alive (/healthz), not ready (/readyz)
+            self.telemetry.progressed()  # alive (/healthz), not ready (/readyz)
             with contextlib.suppress(*RECOVERABLE):
-                self.store.beat_halted(reason, HEARTBEAT_TTL_S)
+                behind_s = self.telemetry.lag.behind_s()
+                self.store.beat_halted(reason, HEARTBEAT_TTL_S, behind_s)
                 job = self.resyncer.next_job()
                 if job is not None and job.kind == "full":
                     self._halt_job, self.resync_reason = job, "unreadable_event"
@@ -197,6 +222,12 @@ class Worker:
     def _recover(self, exc: BaseException, failures: int) -> None:
         reason = "fence" if isinstance(exc, FenceLost) else type(exc).__name__
         self.metrics.reconnects.labels(reason=reason).inc()
+        if isinstance(exc, FenceLost):
+            self.metrics.fence_conflicts.inc()
+        elif isinstance(exc, REDIS_ERRORS):
+            self.metrics.redis_write_errors.inc()
+        else:  # the source is away: restarting would not help, the loop is not stuck
+            self.telemetry.progressed()
         delay_s = min(self.backoff_max_s, 0.1 * 2 ** min(failures - 1, 10))
         self.log.warning(
             "session ended; resuming from the checkpoint"
@@ -226,24 +257,26 @@ class Worker:
         structlog.contextvars.bind_contextvars(position=str(checkpoint.position))
         self.log.info("streaming", generation=checkpoint.generation)
         self.streamed = True
+        self.telemetry.applied(checkpoint)
         reader = open_reader(self.source, checkpoint.position)
         self._events_counted, self._decoded_counted, self._cache_counted = 0, {}, (0, 0)
         reader.start()
         try:
             resync = self.resyncer.resume(checkpoint)
             cache = StateCache(self.state_cache_tickets)
+            self.telemetry.session(reader, cache)
             self._stream(Session(reader, checkpoint, refs, resync=resync, cache=cache))
         except ResyncNeeded as exc:
             self.log.warning("full resync needed", reason=str(exc))
             self.resync_reason = "ddl"
         finally:
+            self.telemetry.session(None, None)
             reader.stop()
 
     def _stream(self, session: Session) -> None:
         read_ahead_until_s = 0.0
         try:
             while not self.stopping.is_set():
-                self.last_loop_s = time.monotonic()
                 if session.resync is None:
                     self._stream_batch(session, IDLE_WAIT_S)
                 elif not session.resync.reading_ahead:
@@ -261,7 +294,12 @@ class Worker:
         """Apply the reader's next batch, if one comes within ``wait_s``; True if one did."""
         chunks = session.reader.next_batch(self.source.batch_max_rows, wait_s)
         if chunks:
+            self.telemetry.took(next((c.committed_at_s for c in chunks if c.commit), None))
             self._apply(session, chunks)
+            if session.reader.queue_depth() == 0:
+                self.telemetry.drained()
+        else:
+            self.telemetry.drained()
         return bool(chunks)
 
     def _let_stream_through(self, session: Session) -> None:
@@ -296,6 +334,7 @@ class Worker:
         if not changes and target is None:
             return
         shadow = session.resync.shadow if session.resync else None
+        times = PhaseTimes()
         ops = apply_changes(
             self.store,
             session.refs,
@@ -305,9 +344,15 @@ class Worker:
             shadow,
             self.fan_out_step_tickets,
             session.cache,
+            times,
         )
-        record_dead_letters(ops, self.metrics, self.log)
+        self._record_phases(times)
+        if ops.dead_letters:  # rare: the identities are built only then
+            own = {change.identity() for change in changes}
+            record_dead_letters(ops, self.metrics, self.log, own)
+        self.telemetry.progressed()
         if target is not None:
+            self.telemetry.applied(target)
             session.checkpoint, session.pending = target, None
             if session.repaired:
                 session.forget_repairs_before(target.position)
@@ -338,8 +383,13 @@ class Worker:
         if now - self._last_heartbeat_s >= HEARTBEAT_EVERY_S:
             self._last_heartbeat_s = now
             # The worst lag applied since the last beat; 0 when nothing was applied (idle).
-            size = self.store.beat(session.checkpoint, self._lag_s, HEARTBEAT_TTL_S)
+            behind_s = self.telemetry.lag.behind_s()
+            size, dead_letters = self.store.beat(
+                session.checkpoint, self._lag_s, HEARTBEAT_TTL_S, behind_s
+            )
+            self.telemetry.progressed()
             self.metrics.documents.set(size)
+            self.metrics.dead_letters_stream_length.set(dead_letters)
             self.metrics.lag_seconds.set(self._lag_s)
             self._lag_s = 0.0
 
@@ -386,6 +436,9 @@ class Worker:
             lag_s = max(0.0, time.time() - commits[-1].committed_at_s)
             self._lag_s = max(self._lag_s, lag_s)
             self.metrics.lag_seconds.set(lag_s)
-            position = commits[-1].commit
-            assert position is not None
-            self.metrics.position.labels(file=position.log_file).set(position.log_pos)
+
+    def _record_phases(self, times: PhaseTimes) -> None:
+        phases = self.metrics.batch_phase_seconds
+        phases.labels(phase="read").observe(times.read_s)
+        phases.labels(phase="project").observe(times.project_s)
+        phases.labels(phase="write").observe(times.write_s)

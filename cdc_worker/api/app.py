@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cdc_worker.api.admin import add_admin_routes
-from cdc_worker.api.metrics import ApiMetrics
+from cdc_worker.api.metrics import UNCOUNTED_PATHS, ApiMetrics
 from cdc_worker.api.models import Problem, Readiness, TicketBatch, TicketDocument, TicketPage
 from cdc_worker.api.pipelined_reads import PipelinedReader
 from cdc_worker.api.queries import (
@@ -28,7 +28,8 @@ from cdc_worker.api.queries import (
     page_from_reply,
 )
 from cdc_worker.api.redis_problems import RedisProblems
-from cdc_worker.observability.health import verdict
+from cdc_worker.checkpoint import Checkpoint
+from cdc_worker.observability.health import Verdict, WorkerView, verdict
 from cdc_worker.settings import Settings
 from cdc_worker.store import keys
 
@@ -108,7 +109,7 @@ class MetricsMiddleware:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in UNCOUNTED_PATHS:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -125,7 +126,7 @@ class MetricsMiddleware:
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.latency.labels(route=route).observe(time.perf_counter() - started)
-            self.metrics.requests.labels(route=route, status=str(status)).inc()
+            self.metrics.requests.labels(route=route, code=str(status)).inc()
 
 
 class HeaderLimits:
@@ -305,19 +306,42 @@ def _add_operational_routes(app: FastAPI, settings: Settings, metrics: ApiMetric
         summary="Redis reachable, read model present, worker alive and caught up",
     )
     async def readyz(request: Request) -> JSONResponse:
-        try:
-            checkpoint, heartbeat = await _redis(request).mget(keys.CHECKPOINT, keys.HEARTBEAT)
-        except RedisError as exc:
-            metrics.redis_errors.inc()
-            reason = request.app.state.redis_problems.report(exc)
-            body = Readiness(ready=False, reasons=[reason])
-            return JSONResponse(body.model_dump(), status_code=503)
-        result = verdict(
-            checkpoint, heartbeat, time.time(), settings.max_lag_s, settings.heartbeat_max_age_s
+        result = await _readiness(request, settings, metrics)
+        body = Readiness(
+            ready=result.ready,
+            reasons=list(result.reasons),
+            lag_s=result.lag_s,
+            position=result.position,
+            gtid=result.gtid,
         )
-        body = Readiness(ready=result.ready, reasons=list(result.reasons), lag_s=result.lag_s)
         return JSONResponse(body.model_dump(), status_code=200 if result.ready else 503)
 
+    view = WorkerView()
+
     @app.get("/metrics", response_class=Response, include_in_schema=False)
-    async def prometheus_metrics() -> Response:
+    async def prometheus_metrics(request: Request) -> Response:
+        result = await _readiness(request, settings, metrics, view)
+        metrics.ready.set(1 if result.ready else 0)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _readiness(
+    request: Request, settings: Settings, metrics: ApiMetrics, view: WorkerView | None = None
+) -> Verdict:
+    """The readiness verdict from Redis; with ``view``, the worker gauges are updated too."""
+    try:
+        checkpoint, heartbeat = await _redis(request).mget(keys.CHECKPOINT, keys.HEARTBEAT)
+    except RedisError as exc:
+        metrics.redis_errors.inc()
+        checkpoint = heartbeat = None
+        result = Verdict(False, (request.app.state.redis_problems.report(exc),))
+    else:
+        now_s, max_age_s = time.time(), settings.heartbeat_max_age_s
+        result = verdict(checkpoint, heartbeat, now_s, settings.max_lag_s, max_age_s)
+    if view is not None:
+        age_s = view.heartbeat_age_s(heartbeat, time.time())
+        committed_at_s = Checkpoint.decode(checkpoint).committed_at_s if checkpoint else None
+        behind_s = view.source_behind_s(committed_at_s, age_s, settings.heartbeat_max_age_s)
+        metrics.heartbeat_age.set(age_s)
+        metrics.source_behind.set(behind_s)
+    return result

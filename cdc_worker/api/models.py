@@ -100,3 +100,7 @@ class Readiness(BaseModel):
     ready: bool
     reasons: list[str]
     lag_s: float | None = None
+    position: str | None = Field(
+        default=None, description="The worker's applied binlog position (its last heartbeat)"
+    )
+    gtid: str | None = Field(default=None, description="Its GTID position (MariaDB), if any")

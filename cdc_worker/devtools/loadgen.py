@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, text
+
+from cdc_worker.errors import SourceError
 
 BASE_TIME = dt.datetime(2026, 1, 1)
 
@@ -246,3 +249,44 @@ def run_workload(
             conn.commit()
             done += 1
     return done
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What a paced run achieved."""
+
+    transactions: int
+    seconds: float
+
+    @property
+    def rate_per_s(self) -> float:
+        """Transactions committed per second."""
+        return self.transactions / self.seconds if self.seconds > 0 else 0.0
+
+
+def run_paced(
+    engine: Engine,
+    rate_per_s: float,
+    duration_s: float,
+    seed: int = 0,
+    stop: Callable[[], bool] | None = None,
+) -> LoadReport:
+    """Commit the workload's transactions at about ``rate_per_s`` for ``duration_s`` (as fast
+    as the database allows, if slower); the report says what was achieved."""
+    rng = random.Random(seed)
+    done, started = 0, time.monotonic()
+    deadline = started + duration_s
+    with engine.connect() as conn:
+        ids = Ids.load(conn)
+        conn.commit()
+        if not (ids.departments and ids.statuses and ids.users and ids.tags):
+            raise SourceError("no reference data to write against: run `cdc-worker seed` first")
+        while (now := time.monotonic()) < deadline and not (stop and stop()):
+            due_s = started + done / rate_per_s
+            if due_s > now:
+                time.sleep(min(due_s - now, deadline - now))
+                continue
+            run_transaction(conn, rng, ids)
+            conn.commit()
+            done += 1
+    return LoadReport(done, time.monotonic() - started)

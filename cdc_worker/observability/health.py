@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import orjson
@@ -14,6 +15,8 @@ class Verdict:
     ready: bool
     reasons: tuple[str, ...]
     lag_s: float | None = None
+    position: str | None = None  # the worker's applied position, as in its last heartbeat
+    gtid: str | None = None
 
 
 def verdict(
@@ -39,4 +42,35 @@ def verdict(
     lag_s = float(beat.get("lag_s", 0.0))
     if lag_s > max_lag_s:
         reasons.append(f"replication lag {lag_s:.1f} s exceeds CDC_MAX_LAG_S={max_lag_s:g}")
-    return Verdict(not reasons, tuple(reasons), lag_s)
+    position, gtid = beat.get("position"), beat.get("gtid")
+    return Verdict(not reasons, tuple(reasons), lag_s, position, gtid)
+
+
+@dataclass
+class WorkerView:
+    """What the API can tell of the worker from Redis alone, remembering the last heartbeat
+    it saw (the heartbeat key expires when the worker stops beating)."""
+
+    last_beat_s: float | None = None
+    last_behind_s: float = 0.0
+
+    def heartbeat_age_s(self, heartbeat: bytes | str | None, now_s: float) -> float:
+        """Seconds since the worker's last heartbeat; +Inf if this API never saw one."""
+        if heartbeat is not None:
+            beat = orjson.loads(heartbeat)
+            self.last_beat_s = float(beat["at_s"])
+            self.last_behind_s = float(beat.get("source_behind_s", beat.get("lag_s", 0.0)))
+        return float("inf") if self.last_beat_s is None else max(0.0, now_s - self.last_beat_s)
+
+    def source_behind_s(
+        self, checkpoint_committed_at_s: float | None, age_s: float, max_age_s: float
+    ) -> float:
+        """The worker's own figure while it beats; once it is silent, an upper bound that
+        grows with the silence (what it was behind, plus how long it has been silent)."""
+        if age_s <= max_age_s:
+            return self.last_behind_s + age_s if self.last_behind_s > 0 else 0.0
+        if self.last_beat_s is not None:
+            return self.last_behind_s + age_s
+        if checkpoint_committed_at_s:  # never saw a beat: since the last applied commit
+            return max(0.0, time.time() - checkpoint_committed_at_s)
+        return float("inf")

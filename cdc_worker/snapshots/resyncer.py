@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from cdc_worker.checkpoint import Checkpoint, Position
 from cdc_worker.errors import StreamInterrupted
 from cdc_worker.observability.metrics import WorkerMetrics
+from cdc_worker.observability.progress import Progress
 from cdc_worker.observability.reporting import record_dead_letters
 from cdc_worker.pipeline import Shadow
 from cdc_worker.snapshots.chunk_reader import ChunkReader
@@ -39,9 +40,10 @@ REPAIR_CHUNK = 1000
 class FullResync:
     """A full resync in progress: its job, its shadow generation and its chunk reader."""
 
-    def __init__(self, job: Job, shadow: Shadow) -> None:
+    def __init__(self, job: Job, shadow: Shadow, progress: Progress) -> None:
         self.job = job
         self.shadow = shadow
+        self.progress = progress
         self.reader: ChunkReader | None = None
 
     @property
@@ -93,7 +95,7 @@ class Resyncer:
         pipe.execute()
         self.metrics.resync_running.set(1)
         self.log.info("resync started", job=job.id, generation=generation, tickets=total)
-        return FullResync(job, Shadow(generation, Refs()))
+        return FullResync(job, Shadow(generation, Refs()), self._progress(job))
 
     def resume(self, checkpoint: Checkpoint) -> FullResync | None:
         """The full resync a previous worker left running, if it still fits the checkpoint."""
@@ -109,7 +111,13 @@ class Resyncer:
         self.log.info(
             "resync resumed", job=job.id, after_id=job.last_id, tickets_done=job.tickets_done
         )
-        return FullResync(job, Shadow(job.generation, refs, job.last_id, job.refs_done))
+        shadow = Shadow(job.generation, refs, job.last_id, job.refs_done)
+        return FullResync(job, shadow, self._progress(job))
+
+    def _progress(self, job: Job) -> Progress:
+        return Progress(
+            self.metrics, self.log, "resync", job.tickets_total, job.tickets_done, label="resync"
+        )
 
     def step(self, run: FullResync, checkpoint: Checkpoint, read_ahead_until_s: float = 0) -> bool:
         """Copy the references or one chunk of tickets; True when the copy is complete.
@@ -128,9 +136,12 @@ class Resyncer:
         """Swap generation N+1 in, with the same position; returns the new checkpoint."""
         new = Checkpoint(run.shadow.generation, checkpoint.position, checkpoint.committed_at_s)
         run.close()
+        run.progress.finish()
+        run.job = run.job.with_(tickets_total=run.job.tickets_done)
         self.store.swap_in(new, checkpoint)
         self.store.drop_generation(checkpoint.generation)
         self._finish(run.job, "done")
+        self.metrics.snapshots.labels(reason="resync").inc()
         self.log.info(
             "resync swapped in",
             job=run.job.id,
@@ -160,9 +171,13 @@ class Resyncer:
         ops = project_fresh(chunk.parts, run.shadow.refs, chunk.label)
         ops.dead_letters.clear()  # the live generation has reported these rows already
         tickets = chunk.tickets
-        job = run.job.with_(last_id=chunk.last_id, tickets_done=run.job.tickets_done + tickets)
+        # Tickets created since the count make the copy longer: the total rises with them.
+        done = run.job.tickets_done + tickets
+        total = max(run.job.tickets_total, done)
+        job = run.job.with_(last_id=chunk.last_id, tickets_done=done, tickets_total=total)
         self._commit(checkpoint, run.shadow.generation, ops, job)
         run.job, run.shadow.last_id = job, chunk.last_id
+        run.progress.advance(tickets)
         self.metrics.resync_tickets.labels(kind="full").inc(tickets)
 
     def _read_chunk(self, run: FullResync, read_ahead_until_s: float) -> TicketChunk:
@@ -262,6 +277,9 @@ class Resyncer:
             )
         if job.kind == "full":
             self.metrics.resync_running.set(0)
+            # Over, whatever the outcome: nothing is left to copy (no "stalled" copy remains).
+            self.metrics.snapshot_tickets_done.labels(reason="resync").set(job.tickets_done)
+            self.metrics.snapshot_tickets_total.labels(reason="resync").set(job.tickets_done)
 
     def _count_tickets(self) -> int:
         with open_snapshot(self.engine, gtid=False) as snapshot:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -20,6 +21,7 @@ from sqlalchemy.exc import ProgrammingError
 from cdc_worker.checkpoint import Checkpoint
 from cdc_worker.errors import SourceError
 from cdc_worker.observability.metrics import WorkerMetrics
+from cdc_worker.observability.progress import Progress
 from cdc_worker.observability.reporting import record_dead_letters
 from cdc_worker.snapshots.snapshot import Snapshot, open_snapshot
 from cdc_worker.snapshots.snapshot_reader import ProcessSnapshot, open_process_snapshot
@@ -48,6 +50,7 @@ class Snapshotter:
         self.read_in_child = read_in_child  # reading beside projecting: both cores
         self.staged_writes = 0
         self.token = ""  # of the build in progress: owns its generation number
+        self.on_progress: Callable[[], None] = lambda: None  # after every staged write
         self.log: Any = structlog.get_logger("cdc_worker.snapshot")
 
     def build(
@@ -61,7 +64,7 @@ class Snapshotter:
         try:
             with self._open() as snapshot:
                 refs = self._load_refs(snapshot, generation)
-                tickets = self._load_tickets(snapshot, generation, refs, stopping)
+                tickets = self._load_tickets(snapshot, generation, refs, stopping, reason)
                 position = snapshot.position
         except ProgrammingError as exc:  # 1146: a table is missing, 1142: no SELECT on it
             raise SourceError(
@@ -101,6 +104,7 @@ class Snapshotter:
         self.store.write_staged(generation, self.token, ops)
         self.staged_writes += 1
         record_dead_letters(ops, self.metrics, self.log)
+        self.on_progress()
 
     def _load_refs(self, snapshot: Snapshot | ProcessSnapshot, generation: int) -> Refs:
         refs = Refs()
@@ -114,15 +118,14 @@ class Snapshotter:
         generation: int,
         refs: Refs,
         stopping: threading.Event,
+        reason: str,
     ) -> int | None:
-        total = snapshot.count_tickets()
-        done, last_log_s = 0, time.monotonic()
+        # Counted in the same consistent snapshot the chunks are read in: done ends == total.
+        progress = Progress(self.metrics, self.log, reason, snapshot.count_tickets())
         for chunk in snapshot.ticket_chunks(self.chunk_rows):
             if stopping.is_set():
                 return None
             self._write(generation, project_fresh(chunk.parts, refs, chunk.label))
-            done += chunk.tickets
-            if time.monotonic() - last_log_s >= 2:
-                last_log_s = time.monotonic()
-                self.log.info("snapshot progress", tickets_done=done, tickets_total=total)
-        return done
+            progress.advance(chunk.tickets)
+        progress.finish()
+        return progress.done

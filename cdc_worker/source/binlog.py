@@ -124,6 +124,10 @@ class BinlogReader:
         """Heartbeats count as events: a silent stream for long means a stalled one."""
         return time.monotonic() - self.last_event_monotonic
 
+    def queue_depth(self) -> int:
+        """Chunks read and waiting for the applier."""
+        return self.chunks.qsize()
+
     def next_batch(self, max_rows: int, wait_s: float) -> list[Chunk]:
         """Chunks ready now, up to about ``max_rows`` changes; waits ``wait_s`` for the first."""
         if self._pending_error is not None:

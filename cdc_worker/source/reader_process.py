@@ -78,6 +78,13 @@ class ProcessReader:
         """Heartbeats count as events, as in the thread reader."""
         return time.monotonic() - self.last_event_monotonic
 
+    def queue_depth(self) -> int:
+        """Messages (batches, or ticks) the child sent and the applier has not taken."""
+        try:
+            return int(self._queue.qsize())
+        except (NotImplementedError, OSError):  # no sem_getvalue (macOS), or closed
+            return 0
+
     def next_batch(self, max_rows: int, wait_s: float) -> list[Chunk]:
         """The next batch the child read (it batches up to ``batch_max_rows``); waits
         ``wait_s`` for one. ``max_rows`` is the child's concern, set from the same config."""

@@ -181,29 +181,46 @@ class RedisStore:
             dropped += int(self.client.unlink(*batch))
         return dropped
 
-    def beat(self, checkpoint: Checkpoint, lag_s: float, ttl_s: int) -> int:
-        """Refresh the heartbeat and check the read model is still there; returns its size.
+    def beat(
+        self, checkpoint: Checkpoint, lag_s: float, ttl_s: int, source_behind_s: float = 0.0
+    ) -> tuple[int, int]:
+        """Refresh the heartbeat and check the read model is still there; returns its size
+        and the dead-letter stream's length.
 
         Raises ``FenceLost`` when the checkpoint is not ``checkpoint`` (Redis flushed or
         restarted empty, another writer) or when the documents hash vanished while its index
         still lists tickets, so an idle worker notices within one beat.
         """
-        value = {"at_s": time.time(), "lag_s": lag_s, "position": str(checkpoint.position)}
+        position = checkpoint.position
+        value = {
+            "at_s": time.time(),
+            "lag_s": lag_s,
+            "source_behind_s": source_behind_s,
+            "position": str(position),
+            "gtid": position.gtid,
+            "committed_at_s": checkpoint.committed_at_s,
+        }
         pipe = self.client.pipeline(transaction=False)
         pipe.get(keys.CHECKPOINT)
         pipe.hlen(keys.DOCUMENTS)
         pipe.zcard(keys.index(checkpoint.generation, "all", 0))
+        pipe.xlen(keys.DEAD_LETTERS)
         pipe.set(keys.HEARTBEAT, orjson.dumps(value), ex=ttl_s)
-        stored, documents, indexed, _ = pipe.execute()
+        stored, documents, indexed, dead_letters, _ = pipe.execute()
         if stored is None or Checkpoint.decode(stored) != checkpoint:
             raise FenceLost("the checkpoint in Redis changed or vanished")
         if documents == 0 and indexed > 0:
             raise ReadModelLost(f"the '{keys.DOCUMENTS}' hash vanished ({indexed} tickets indexed)")
-        return int(documents)
+        return int(documents), int(dead_letters)
 
-    def beat_halted(self, reason: str, ttl_s: int) -> None:
+    def beat_halted(self, reason: str, ttl_s: int, source_behind_s: float = 0.0) -> None:
         """A heartbeat saying the worker stopped applying, and why (readiness shows it)."""
-        value = {"at_s": time.time(), "lag_s": 0.0, "halted": reason}
+        value = {
+            "at_s": time.time(),
+            "lag_s": 0.0,
+            "source_behind_s": source_behind_s,
+            "halted": reason,
+        }
         self.client.set(keys.HEARTBEAT, orjson.dumps(value), ex=ttl_s)
 
     def document_count(self) -> int:

@@ -121,7 +121,8 @@ def test_every_worker_metric_is_served_and_moves_when_its_event_happens(
     seed(source_db.engine, 30)
     port = free_port()
     with worker_thread(source_db.cdc_url, redis_url) as app:
-        server = serve("127.0.0.1", port, app.metrics.registry, lambda: app.worker.last_loop_s, 60)
+        liveness = app.worker.telemetry.liveness
+        server = serve("127.0.0.1", port, app.metrics.registry, liveness.problem)
         try:
             wait_synced(source_db.engine, redis_url)
             before = scrape(port)
@@ -144,7 +145,7 @@ def test_every_worker_metric_is_served_and_moves_when_its_event_happens(
             after = scrape(port)
             decoded = app.metrics.registry.get_sample_value
             assert (decoded("cdc_decoded_rows_total", {"decoder": "specialized"}) or 0) > 0
-            assert decoded("cdc_decoded_rows_total", {"decoder": "library"}) is None
+            assert decoded("cdc_decoded_rows_total", {"decoder": "library"}) == 0  # there, at 0
             # the UPDATE of 5 tickets read their states: the snapshot's were not cached
             assert (decoded("cdc_state_cache_reads_total", {"result": "miss"}) or 0) >= 5
             assert (decoded("cdc_state_cache_reads_total", {"result": "hit"}) or 0) >= 5
@@ -160,28 +161,38 @@ def test_every_worker_metric_is_served_and_moves_when_its_event_happens(
         "cdc_transactions_total",
         "cdc_apply_batch_rows_count",
         "cdc_apply_duration_seconds_count",
-        "cdc_dead_letters_total",
+        "cdc_dead_letter_rows_total",
         "cdc_reconnects_total",
         "cdc_state_cache_reads_total",
     ]
     assert [m for m in moved if after.get(m, 0) <= before.get(m, 0)] == []
     assert after["cdc_snapshots_total"] == 1
     assert after["cdc_snapshot_duration_seconds_count"] == 1
-    assert after["cdc_binlog_position"] > 0
+    assert after["cdc_binlog_position_bytes"] > 0
+    assert after["cdc_binlog_file_number"] >= 1
     for present in ("cdc_lag_seconds", "cdc_seconds_since_last_event"):
         assert present in after
 
 
-def test_api_metrics_count_requests_by_route_and_status(
+def test_api_metrics_count_requests_by_route_and_code_leaving_out_probes(
     source_db: SourceDatabase, redis_url: str
 ) -> None:
     seed(source_db.engine, 10)
     with worker_thread(source_db.cdc_url, redis_url), api(redis_url) as client:
         wait_synced(source_db.engine, redis_url)
+        wait_heartbeat(redis_url)
         client.get("/tickets/1")
         client.get("/tickets/999999")
         client.get("/tickets/abc")
+        for probe in ("/healthz", "/readyz", "/metrics"):
+            client.get(probe)
         body = client.get("/metrics").text
-    assert 'cdc_api_requests_total{route="/tickets/{ticket_id}",status="404"} 1.0' in body
-    assert 'cdc_api_requests_total{route="/tickets/{ticket_id}",status="422"} 1.0' in body
+    assert 'cdc_api_requests_total{code="404",route="/tickets/{ticket_id}"} 1.0' in body
+    assert 'cdc_api_requests_total{code="422",route="/tickets/{ticket_id}"} 1.0' in body
+    assert 'route="/readyz"' not in body
+    assert 'route="/metrics"' not in body
+    assert 'route="/healthz"' not in body
+    assert "cdc_api_ready 1.0" in body
+    assert 'cdc_api_build_info{version="' in body
+    assert "process_resident_memory_bytes" in body
     assert 'cdc_api_request_duration_seconds_count{route="/tickets/{ticket_id}"} 3.0' in body

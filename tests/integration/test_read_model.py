@@ -190,7 +190,7 @@ def test_a_row_with_a_missing_parent_is_written_and_dead_lettered(
         wait_synced(source_db.engine, redis_url)
         with redis.Redis.from_url(redis_url) as client:
             [(_, fields)] = client.xrange(keys.DEAD_LETTERS)
-        assert app.metrics.dead_letters.labels(table="tickets")._value.get() == 1
+        assert app.metrics.dead_letter_rows.labels(table="tickets")._value.get() == 1
     assert fields[b"identity"] == b"tickets:7"
     assert b"unknown status_id 42" in fields[b"reason"]
     assert fields[b"position"].startswith(b"mysql-bin.")

@@ -104,6 +104,14 @@ def test_a_full_resync_under_writes_never_shows_readers_a_missing_or_partial_mod
     assert reader.problems == []
     assert reader.reads / elapsed > 50, f"only {reader.reads} reads in {elapsed:.1f} s"
     assert app.metrics.resyncs.labels(kind="full", outcome="done")._value.get() == 1
+    # Tickets created during the copy raised the total: done never passed it, and ends equal.
+    assert finished.tickets_done == finished.tickets_total > 1500
+    value = app.metrics.registry.get_sample_value
+    total = value("cdc_snapshot_tickets_total", {"reason": "resync"})
+    assert (
+        value("cdc_snapshot_tickets_done", {"reason": "resync"}) == total == finished.tickets_done
+    )
+    assert value("cdc_snapshots_total", {"reason": "resync"}) == 1
 
 
 def test_reading_chunks_ahead_never_commits_one_older_than_what_the_stream_applied(
@@ -158,11 +166,14 @@ def test_reading_chunks_ahead_never_commits_one_older_than_what_the_stream_appli
 
 
 def metric(port: int, name: str) -> float:
+    """The sum of the metric's series (each label value's series exists, at 0 if unused)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
+        lines = response.read().decode().splitlines()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
 
 
 def test_a_resync_killed_halfway_resumes_from_its_last_chunk(

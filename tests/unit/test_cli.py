@@ -29,7 +29,7 @@ def options_without_help(parser: argparse.ArgumentParser) -> list[str]:
 def test_every_option_of_every_subcommand_has_a_help_text() -> None:
     parser = _parser()
     commands = subcommands(parser)
-    assert {"run", "api", "check", "resync", "migrate", "seed", "demo"} <= set(commands)
+    assert {"run", "api", "check", "resync", "migrate", "seed", "loadgen", "demo"} <= set(commands)
     missing = {
         name: options_without_help(sub)
         for name, sub in {"cdc-worker": parser, **commands}.items()
