@@ -25,6 +25,7 @@ STATE_CACHE_TICKETS = 50_000
 MYSQL_PASSWORD_PARAMETERS = ("password", "passwd")
 # A query parameter whose name holds one of these (any case) is a secret: masked everywhere.
 SECRET_PARAMETER_WORDS = ("pass", "pwd", "secret", "token")
+ADMIN_TOKEN_MIN_CHARS = 16
 
 
 class Settings(BaseSettings):
@@ -92,13 +93,59 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8080, ge=1, le=65535, description="Read API port.")
     api_max_ids: int = Field(default=100, ge=1, le=1000, description="Max ids per batch read.")
     api_max_limit: int = Field(default=200, ge=1, le=5000, description="Max page size.")
+    api_max_body_bytes: int = Field(
+        default=8192,
+        ge=256,
+        le=1_048_576,
+        description="Largest request body the API reads; 413 beyond it, unread.",
+    )
+    api_max_response_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=65_536,
+        le=1024 * 1024 * 1024,
+        description="Documents per response, in bytes: a batch read beyond it is a 413, a "
+        "listing page ends early (one document at least).",
+    )
+    api_list_scan_budget: int = Field(
+        default=2000,
+        ge=10,
+        le=1_000_000,
+        description="Index entries one listing call may visit in Redis; the page ends "
+        "early (short or empty, with a cursor) when it is spent.",
+    )
+    api_redis_pool_size: int = Field(
+        default=64, ge=1, le=10_000, description="Redis connections of the API's pool."
+    )
+    api_redis_pool_wait_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="How long a request waits for a free pooled Redis connection before 503.",
+    )
+    api_max_connections: int = Field(
+        default=4096,
+        ge=16,
+        le=1_000_000,
+        description="Open client connections plus requests in flight beyond which the API "
+        "answers 503 (needs as many file descriptors).",
+    )
+    api_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="A new connection must send a whole request head within this; else closed.",
+    )
+    api_keep_alive_s: float = Field(
+        default=5.0, gt=0, le=600, description="Idle keep-alive connections close after this."
+    )
     max_lag_s: float = Field(default=30.0, gt=0, description="/readyz fails above this lag.")
     heartbeat_max_age_s: float = Field(
         default=15.0, gt=0, description="/readyz fails when the worker beat longer ago."
     )
     admin_token: SecretStr | None = Field(
         default=None,
-        description="Bearer token of the API's /admin endpoints; unset turns them off.",
+        description="Bearer token of the API's /admin endpoints, 16 characters at least; unset "
+        "or empty turns them off.",
     )
     worker_http_host: str = "127.0.0.1"
     worker_http_port: int = Field(
@@ -131,6 +178,16 @@ class Settings(BaseSettings):
         if url.port is not None and not 1 <= url.port <= 65535:
             raise ValueError(f"port {url.port} is not a TCP port (1-65535)")
         return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token_is_long(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value() == "":
+            return None
+        token = value.get_secret_value().strip()
+        if len(token) < ADMIN_TOKEN_MIN_CHARS:
+            raise ValueError(f"must be at least {ADMIN_TOKEN_MIN_CHARS} characters (unset: off)")
+        return SecretStr(token)
 
     @field_validator("redis_url")
     @classmethod
