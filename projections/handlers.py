@@ -22,6 +22,7 @@ from projections.changes import (
     Row,
     RowChange,
 )
+from projections.collation import fold
 from projections.state import (
     DEPARTMENT,
     STATUS,
@@ -133,9 +134,11 @@ def ticket_ids_of(change: RowChange) -> list[int]:
     return [as_int(image[column]) for image in (change.before, change.after) if image]
 
 
+# Keyed by the folded text: the API finds a user or tag the way the database's collation
+# would (``WHERE email = ?``); the unique keys of both columns use that collation too.
 LOOKUPS: dict[str, tuple[str, Callable[[Any], str]]] = {
-    USER: (USER_EMAIL, lambda person: str(person.email)),
-    TAG: (TAG_NAME, str),
+    USER: (USER_EMAIL, lambda person: fold(str(person.email))),
+    TAG: (TAG_NAME, lambda name: fold(str(name))),
 }
 
 REF_KINDS_BY_TABLE: dict[str, tuple[str, Callable[[Row], Any]]] = {
