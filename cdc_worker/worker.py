@@ -241,6 +241,11 @@ class Worker:
 
     def _session(self) -> None:
         checkpoint = self.store.load_checkpoint()
+        if checkpoint is not None and not self.store.index_format_current(checkpoint.generation):
+            # Written by an older version (ids as sorted-set scores, inexact above 2^53): the
+            # API refuses to list it until this rebuild swaps in the current encoding.
+            self.log.warning("read model indexes in an older format; full resync")
+            self.resync_reason = self.resync_reason or "index_format"
         if checkpoint is None or self.resync_reason is not None:
             reason = self.resync_reason or "no_checkpoint"
             checkpoint_refs = self.snapshotter.build(checkpoint, reason, self.stopping)

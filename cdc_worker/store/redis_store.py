@@ -170,8 +170,13 @@ class RedisStore:
         ``token`` (see ``keys.builder``); keys left under it by a dead builder are dropped."""
         g = int(self.client.eval(NEW_GENERATION_SCRIPT, 1, keys.GENERATIONS, above))
         self.drop_generation(g)  # a builder still writing finds no token of its own: it stops
-        self.client.set(keys.builder(g), token)
+        self.client.mset({keys.builder(g): token, keys.index_format(g): keys.INDEX_FORMAT})
         return g
+
+    def index_format_current(self, generation: int) -> bool:
+        """False when the generation's indexes were written in an older encoding (by an
+        older version): only a full rebuild brings them to the current one."""
+        return bool(self.client.get(keys.index_format(generation)) == keys.INDEX_FORMAT.encode())
 
     def drop_generation(self, generation: int) -> int:
         """Unlink every key of a generation (an old one, or an abandoned snapshot)."""
@@ -292,7 +297,7 @@ def write_ops(tx: Transaction, generation: int, ops: StoreOps, documents_key: st
     for (field, value), ids in ops.index_added.items():
         tx.zadd_ids(keys.index(generation, field, value), ids)
     for (field, value), ids in ops.index_removed.items():
-        tx.zrem(keys.index(generation, field, value), *ids)
+        tx.zrem_ids(keys.index(generation, field, value), ids)
     for kind in set(ops.lookups_put) | set(ops.lookups_deleted):
         name = keys.lookup(generation, kind)
         _write_hash(tx, name, ops.lookups_put.get(kind, {}), ops.lookups_deleted.get(kind, set()))

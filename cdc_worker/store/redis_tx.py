@@ -20,6 +20,8 @@ from typing import Any
 import hiredis
 import redis
 
+from cdc_worker.store.keys import index_member
+
 MULTI = hiredis.pack_command(("MULTI",))
 EXEC = hiredis.pack_command(("EXEC",))
 
@@ -96,15 +98,15 @@ class Transaction:
         self._queue("SREM", name, *members)
 
     def zadd_ids(self, name: str, ids: Iterable[int]) -> None:
-        """ZADD name id id [id id ...]: ids as members scored by themselves."""
+        """ZADD name 0 member [0 member ...]: ids as ``keys.index_member``, all scored 0."""
         args: list[Any] = ["ZADD", name]
         for i in ids:
-            args += (i, i)
+            args += (0, index_member(i))
         self._queue(*args)
 
-    def zrem(self, name: str, *members: Any) -> None:
-        """ZREM name member [member ...]."""
-        self._queue("ZREM", name, *members)
+    def zrem_ids(self, name: str, ids: Iterable[int]) -> None:
+        """ZREM name member [member ...]: ids as ``keys.index_member``."""
+        self._queue("ZREM", name, *map(index_member, ids))
 
     def incr(self, name: str) -> None:
         """INCR name."""

@@ -198,7 +198,7 @@ def test_the_hidden_state_oracle_notices_what_no_document_shows_yet(
         g = Checkpoint.decode(client.get(keys.CHECKPOINT)).generation  # type: ignore[arg-type]
         client.hset(keys.refs(g, "user"), "1", b'["someone@else","Someone"]')
         client.hdel(keys.states(g), "2")
-        client.zadd(keys.index(g, "status", 999), {"3": 3})
+        client.zadd(keys.index(g, "status", 999), {keys.index_member(3): 0})
         client.srem(keys.link(g, "tag", 1), *client.smembers(keys.link(g, "tag", 1)))
         found = diff_hidden_state(
             expected_hidden_state(source_db.engine), stored_hidden_state(client)

@@ -25,7 +25,7 @@ def test_a_transaction_applies_every_command_and_returns_exec_replies(
     tx = Transaction()
     tx.hset("h", {1: b"one", "two": 2})
     tx.sadd("s", 1, 2, 3)
-    tx.zadd_ids("z", [5, 7])
+    tx.zadd_ids("z", [5, 7, 2**63 - 1, 2**63 - 2])
     tx.incr("n")
     tx.set("k", "v", ex=60)
     tx.xadd("x", {"identity": "tickets:1"}, maxlen=10)
@@ -35,7 +35,13 @@ def test_a_transaction_applies_every_command_and_returns_exec_replies(
         replies = tx.execute(pipe)
     assert replies[:5] == [2, 3, 2, 1, b"OK"]  # raw replies, no redis-py callbacks
     assert client.hgetall("h") == {b"1": b"one"}
-    assert client.zrange("z", 0, -1, withscores=True) == [(b"5", 5.0), (b"7", 7.0)]
+    members = client.zrange("z", 0, -1, withscores=True)
+    assert members == [  # exact and in id order past 2^53: lexical members, all scored 0
+        (b"0000000000000000005", 0.0),
+        (b"0000000000000000007", 0.0),
+        (str(2**63 - 2).encode(), 0.0),
+        (str(2**63 - 1).encode(), 0.0),
+    ]
     assert 0 < client.ttl("k") <= 60
     assert client.xlen("x") == 1
 
