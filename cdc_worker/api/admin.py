@@ -7,27 +7,43 @@ configured token the routes do not exist at all (404).
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from starlette.types import Scope
 
+from cdc_worker.api.limits import PathGuard, header
 from cdc_worker.api.models import Problem
 from cdc_worker.settings import Settings
 from cdc_worker.store import keys
 from cdc_worker.store.jobs import JOB_TTL_S, Job, new_job
 
 UNAUTHORIZED: dict[int | str, dict[str, Any]] = {401: {"model": Problem}, 403: {"model": Problem}}
+MAX_RESYNC_TICKETS = 10_000
 
 
 class ResyncRequest(BaseModel):
-    """Empty: a full resync. ``tickets`` or ``department``: a targeted repair."""
+    """Exactly one of: ``tickets`` (repair these), ``department`` (repair its tickets) or
+    ``full: true`` (rebuild the whole read model). Anything else is a 422."""
 
-    tickets: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(
-        default_factory=list, max_length=10_000
+    model_config = ConfigDict(extra="forbid")
+
+    tickets: list[Annotated[StrictInt, Field(ge=1, le=2**63 - 1)]] | None = Field(
+        default=None, min_length=1, max_length=MAX_RESYNC_TICKETS
     )
-    department: Annotated[int, Field(ge=1, le=2**31)] | None = None
+    department: Annotated[StrictInt, Field(ge=1, le=2**31)] | None = None
+    full: Literal[True] | None = Field(
+        default=None, description="true: a full resync (the only way to ask for one)"
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ResyncRequest:
+        given = [self.tickets, self.department, self.full]
+        if sum(value is not None for value in given) != 1:
+            raise ValueError("give exactly one of tickets, department or full: true")
+        return self
 
 
 class JobView(BaseModel):
@@ -41,15 +57,36 @@ class JobView(BaseModel):
     error: str = ""
 
 
+def token_problem(authorization: str | None, expected: str) -> tuple[int, str] | None:
+    """None when ``authorization`` carries the bearer token ``expected`` (the scheme in any
+    case, RFC 9110), else the status and reason to answer."""
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return 401, "missing bearer token"
+    if not given.strip():
+        return 401, "empty bearer token"
+    if not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        return 403, "wrong token"
+    return None
+
+
+def _guard(expected: str):  # type: ignore[no-untyped-def]
+    def check(scope: Scope) -> tuple[int, str, dict[str, str]] | None:
+        problem = token_problem(header(scope, b"authorization"), expected)
+        if problem is None:
+            return None
+        return problem[0], problem[1], {"WWW-Authenticate": "Bearer"} if problem[0] == 401 else {}
+
+    return check
+
+
 def _require_token(expected: str):  # type: ignore[no-untyped-def]
+    """The same check as a dependency: it documents the header in the OpenAPI schema."""
+
     def check(authorization: Annotated[str | None, Header()] = None) -> None:
-        if not authorization or not authorization.startswith("Bearer "):
-            raise HTTPException(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
-        given = authorization.removeprefix("Bearer ").strip()
-        if not given:
-            raise HTTPException(401, "empty bearer token", {"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise HTTPException(403, "wrong token")
+        problem = token_problem(authorization, expected)
+        if problem is not None:
+            raise HTTPException(problem[0], problem[1], {"WWW-Authenticate": "Bearer"})
 
     return check
 
@@ -59,15 +96,15 @@ def add_admin_routes(app: FastAPI, settings: Settings) -> None:
     token = settings.admin_token.get_secret_value() if settings.admin_token else ""
     if not token:
         return
+    # The guard answers from the request head, before FastAPI reads (and parses) the body.
+    app.add_middleware(PathGuard, prefix="/admin", check=_guard(token))
     router = APIRouter(prefix="/admin", dependencies=[Depends(_require_token(token))])
 
     @router.post("/resync", status_code=202, response_model=JobView, responses=UNAUTHORIZED)
     async def request_resync(body: ResyncRequest, request: Request) -> JobView:
-        if body.tickets and body.department:
-            raise HTTPException(422, "give tickets or a department, not both")
         if body.tickets:
             job = new_job("tickets", tuple(body.tickets))
-        elif body.department:
+        elif body.department is not None:
             job = new_job("department", (body.department,))
         else:
             job = new_job("full")

@@ -114,6 +114,11 @@ class PipelinedReader:
 
     async def hget(self, key: str, field: str) -> bytes | None:
         """HGET ``key`` ``field``: the value, or None."""
+        result: bytes | None = await self.call("HGET", key, field)
+        return result
+
+    async def call(self, *command: str | int | bytes) -> Any:
+        """Any command, on the shared connection; its reply as hiredis parses it."""
         replies = self._replies
         if replies is None or replies.lost is not None:
             replies = await self._connect()
@@ -122,9 +127,8 @@ class PipelinedReader:
         replies.waiting.append((future, time.monotonic()))
         if not self._outgoing:
             loop.call_soon(self._flush)
-        self._outgoing.append(hiredis.pack_command(("HGET", key, field)))  # type: ignore[arg-type]
-        result: bytes | None = await future
-        return result
+        self._outgoing.append(hiredis.pack_command(command))  # type: ignore[arg-type]
+        return await future
 
     async def close(self) -> None:
         """Close the connection; requests still waiting fail."""

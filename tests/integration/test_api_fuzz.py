@@ -5,25 +5,31 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis import checks
 
+from cdc_worker.api.queries import decode_cursor, encode_cursor
 from cdc_worker.devtools.localservers import free_port
 from cdc_worker.devtools.seed import seed
 from tests.conftest import SourceDatabase
 from tests.harness import wait_synced, worker_env, worker_thread
+from tests.integration.test_api_hostile import BIG_IDS, add_ticket_copies
 
 
 @pytest.fixture
 def api_url(source_db: SourceDatabase, redis_url: str, tmp_path: Path) -> Iterator[str]:
     seed(source_db.engine, 100, seed=5)
+    add_ticket_copies(source_db, BIG_IDS, None)  # up to 2^63-1, some 1 apart past 2^53
     with worker_thread(source_db.cdc_url, redis_url):
         wait_synced(source_db.engine, redis_url)
         port = free_port()
@@ -128,3 +134,48 @@ def test_header_floods_and_garbage_get_a_4xx_never_a_5xx_or_internals(api_url: s
         assert b"redis" not in response.lower()
     with urllib.request.urlopen(f"{api_url}/healthz", timeout=5) as healthy:
         assert healthy.status == 200  # and the server is still serving
+
+
+def get_json(url: str) -> Any:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise AssertionError(f"{url}: {exc.code} {exc.read()[:300]!r}") from None
+
+
+@st.composite
+def starts(draw: st.DrawFn) -> int:
+    """A cursor position: anywhere, or just around one of the big ids."""
+    if draw(st.booleans()):
+        return draw(st.integers(0, 2**63 - 2))
+    return max(0, draw(st.sampled_from(BIG_IDS)) + draw(st.integers(-2, 1)))
+
+
+def test_paging_from_any_cursor_lists_every_id_once_in_order(api_url: str) -> None:
+    every: list[int] = []
+    cursor = ""
+    for _ in range(1000):
+        page = get_json(f"{api_url}/tickets?limit=200{cursor}")
+        every += [doc["id"] for doc in page["tickets"]]
+        if page["next_cursor"] is None:
+            break
+        cursor = f"&cursor={page['next_cursor']}"
+    assert every == sorted(set(every))
+    assert set(BIG_IDS) <= set(every)
+
+    @given(start=starts(), limit=st.integers(1, 5))
+    @settings(max_examples=40, deadline=None, database=None)
+    def pages_from(start: int, limit: int) -> None:
+        seen: list[int] = []
+        cursor = f"&cursor={encode_cursor(start)}" if start else ""
+        for _ in range(len(every) + 1):
+            page = get_json(f"{api_url}/tickets?limit={limit}{cursor}")
+            seen += [doc["id"] for doc in page["tickets"]]
+            if page["next_cursor"] is None:
+                break
+            assert decode_cursor(page["next_cursor"]) > (decode_cursor(cursor[8:]) if cursor else 0)
+            cursor = f"&cursor={page['next_cursor']}"
+        assert seen == [i for i in every if i > start]
+
+    pages_from()

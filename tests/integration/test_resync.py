@@ -406,7 +406,7 @@ def test_admin_endpoint_refuses_bad_tokens_and_queues_a_resync_with_the_right_on
     source_db: SourceDatabase, redis_url: str
 ) -> None:
     seed(source_db.engine, 60)
-    token = f"tok-{random.randrange(10**12)}"
+    token = f"token-{random.randrange(10**12):012d}"
     settings = load_settings(redis_url=redis_url, admin_token=token)
     with worker_thread(source_db.cdc_url, redis_url), TestClient(create_app(settings)) as api:
         wait_synced(source_db.engine, redis_url)
@@ -414,7 +414,7 @@ def test_admin_endpoint_refuses_bad_tokens_and_queues_a_resync_with_the_right_on
         assert api.post(url, json={}).status_code == 401
         assert api.post(url, json={}, headers={"Authorization": "Bearer "}).status_code == 401
         assert api.post(url, json={}, headers={"Authorization": "Bearer nope"}).status_code == 403
-        accepted = api.post(url, json={}, headers={"Authorization": f"Bearer {token}"})
+        accepted = api.post(url, json={"full": True}, headers={"Authorization": f"Bearer {token}"})
         assert accepted.status_code == 202
         job_id = accepted.json()["id"]
         deadline = time.monotonic() + 60
