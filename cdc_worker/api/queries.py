@@ -14,6 +14,7 @@ import binascii
 from dataclasses import dataclass
 
 from cdc_worker.store import keys
+from cdc_worker.store.index_encoding import INDEX_FORMAT, index_member
 
 CURSOR_PREFIX = b"v1:"
 MAX_TICKET_ID = 2**63 - 1
@@ -21,7 +22,7 @@ ZRANGE_STEP = 500
 
 # Reply: {code, last scanned member, documents...}; code -1: no read model, -2: indexes in
 # an older format (the worker rebuilds them), 0: the walk reached the end, 1: more may follow
-# the last member. Members are ids zero-padded to 19 digits (see keys.index_member); the
+# the last member. Members are ids zero-padded to 19 digits (see store.index_encoding); the
 # documents hash is keyed by the plain decimal id.
 LIST_SCRIPT = """
 local raw = redis.call('GET', KEYS[1])
@@ -146,8 +147,8 @@ def list_arguments(
     """ARGV of ``LIST_SCRIPT``; no filter lists every live ticket."""
     chosen = filters or [Filter("all", "0")]
     flat = [part for f in chosen for part in (f.field, f.value, f.lookup)]
-    head: list[str | int] = [keys.index_member(after_id), limit, scan_budget, max_bytes]
-    return [*head, ZRANGE_STEP, f"{keys.PREFIX}:g", keys.INDEX_FORMAT, *flat]
+    head: list[str | int] = [index_member(after_id), limit, scan_budget, max_bytes]
+    return [*head, ZRANGE_STEP, f"{keys.PREFIX}:g", INDEX_FORMAT, *flat]
 
 
 def page_from_reply(reply: list[object]) -> Page:

@@ -65,8 +65,8 @@ def retired_documents(generation: int) -> str:
 
 def index(generation: int, field: str, value: int) -> str:
     """Sorted set of live tickets with ``field = value``: every score 0, members the ticket
-    ids as ``index_member`` writes them, so ZRANGE BYLEX walks them in id order exactly
-    (scores are doubles: ids above 2^53 would collide).
+    ids as ``index_encoding.index_member`` writes them, so ZRANGE BYLEX walks them in id
+    order exactly (scores are doubles: ids above 2^53 would collide).
 
     Fields: all (value 0), status, department, requester, assignee (0 = unassigned), tag.
     The read API pages through these by id; the worker maintains them atomically with the
@@ -75,22 +75,10 @@ def index(generation: int, field: str, value: int) -> str:
     return f"{generation_prefix(generation)}idx:{field}:{value}"
 
 
-INDEX_MEMBER_DIGITS = 19
-"""Every BIGINT id (1 to 2^63-1) has at most 19 digits: zero-padded to 19, byte order is
-numeric order."""
-INDEX_FORMAT = "lex19"
-"""The index encoding a generation was written with (see ``index_format``). Format 1
-(score = member = id, before this marker existed) has no marker."""
-
-
-def index_member(ticket_id: int) -> str:
-    """The member that stands for a ticket in an ``index`` sorted set."""
-    return f"{ticket_id:0{INDEX_MEMBER_DIGITS}d}"
-
-
 def index_format(generation: int) -> str:
-    """String: ``INDEX_FORMAT`` of the generation's ``index`` sets, set when its number is
-    taken. Absent: an older encoding, which the API refuses to list and the worker rebuilds."""
+    """String: ``index_encoding.INDEX_FORMAT`` of the generation's ``index`` sets, set when
+    its number is taken. Absent: an older encoding, which the API refuses to list and the
+    worker rebuilds."""
     return f"{generation_prefix(generation)}index-format"
 
 

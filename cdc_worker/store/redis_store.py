@@ -13,6 +13,7 @@ import redis
 
 from cdc_worker.checkpoint import Checkpoint
 from cdc_worker.store import keys
+from cdc_worker.store.index_encoding import INDEX_FORMAT
 from cdc_worker.store.interface import FenceLost, ReadModelLost
 from cdc_worker.store.jobs import Job, save_ops
 from cdc_worker.store.redis_tx import Transaction, read_many
@@ -170,13 +171,13 @@ class RedisStore:
         ``token`` (see ``keys.builder``); keys left under it by a dead builder are dropped."""
         g = int(self.client.eval(NEW_GENERATION_SCRIPT, 1, keys.GENERATIONS, above))
         self.drop_generation(g)  # a builder still writing finds no token of its own: it stops
-        self.client.mset({keys.builder(g): token, keys.index_format(g): keys.INDEX_FORMAT})
+        self.client.mset({keys.builder(g): token, keys.index_format(g): INDEX_FORMAT})
         return g
 
     def index_format_current(self, generation: int) -> bool:
         """False when the generation's indexes were written in an older encoding (by an
         older version): only a full rebuild brings them to the current one."""
-        return bool(self.client.get(keys.index_format(generation)) == keys.INDEX_FORMAT.encode())
+        return bool(self.client.get(keys.index_format(generation)) == INDEX_FORMAT.encode())
 
     def drop_generation(self, generation: int) -> int:
         """Unlink every key of a generation (an old one, or an abandoned snapshot)."""

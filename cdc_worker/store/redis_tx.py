@@ -20,7 +20,7 @@ from typing import Any
 import hiredis
 import redis
 
-from cdc_worker.store.keys import index_member
+from cdc_worker.store.index_encoding import index_member
 
 MULTI = hiredis.pack_command(("MULTI",))
 EXEC = hiredis.pack_command(("EXEC",))
@@ -98,14 +98,14 @@ class Transaction:
         self._queue("SREM", name, *members)
 
     def zadd_ids(self, name: str, ids: Iterable[int]) -> None:
-        """ZADD name 0 member [0 member ...]: ids as ``keys.index_member``, all scored 0."""
+        """ZADD name 0 member [0 member ...]: ids as ``index_member``, all scored 0."""
         args: list[Any] = ["ZADD", name]
         for i in ids:
             args += (0, index_member(i))
         self._queue(*args)
 
     def zrem_ids(self, name: str, ids: Iterable[int]) -> None:
-        """ZREM name member [member ...]: ids as ``keys.index_member``."""
+        """ZREM name member [member ...]: ids as ``index_member``."""
         self._queue("ZREM", name, *map(index_member, ids))
 
     def incr(self, name: str) -> None:

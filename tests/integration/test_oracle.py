@@ -13,6 +13,7 @@ from cdc_worker.checkpoint import Checkpoint
 from cdc_worker.devtools.seed import seed
 from cdc_worker.schema.models import Base
 from cdc_worker.store import keys
+from cdc_worker.store.index_encoding import index_member
 from tests import factories as f
 from tests.conftest import SourceDatabase
 from tests.harness import wait_synced, worker_thread
@@ -198,7 +199,7 @@ def test_the_hidden_state_oracle_notices_what_no_document_shows_yet(
         g = Checkpoint.decode(client.get(keys.CHECKPOINT)).generation  # type: ignore[arg-type]
         client.hset(keys.refs(g, "user"), "1", b'["someone@else","Someone"]')
         client.hdel(keys.states(g), "2")
-        client.zadd(keys.index(g, "status", 999), {keys.index_member(3): 0})
+        client.zadd(keys.index(g, "status", 999), {index_member(3): 0})
         client.srem(keys.link(g, "tag", 1), *client.smembers(keys.link(g, "tag", 1)))
         found = diff_hidden_state(
             expected_hidden_state(source_db.engine), stored_hidden_state(client)
