@@ -33,7 +33,7 @@ def test_a_transaction_applies_every_command_and_returns_exec_replies(
     with client.pipeline() as pipe:
         pipe.watch("k")
         replies = tx.execute(pipe)
-    assert replies[:5] == [2, 3, 2, 1, b"OK"]  # raw replies, no redis-py callbacks
+    assert replies[:5] == [2, 3, 4, 1, b"OK"]  # raw replies, no redis-py callbacks
     assert client.hgetall("h") == {b"1": b"one"}
     members = client.zrange("z", 0, -1, withscores=True)
     assert members == [  # exact and in id order past 2^53: lexical members, all scored 0
