@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import redis
 from fastapi import FastAPI
@@ -190,7 +192,7 @@ def test_an_old_index_format_is_not_listed(served: Served) -> None:
     with redis.Redis.from_url(redis_url) as r:
         checkpoint = r.get(keys.CHECKPOINT)
         assert checkpoint is not None
-        generation = int(__import__("orjson").loads(checkpoint)["generation"])
+        generation = int(orjson.loads(checkpoint)["generation"])
         r.delete(keys.index_format(generation))  # as an older version left it
         response = client.get("/tickets")
         assert response.status_code == 503
@@ -348,3 +350,29 @@ def test_random_ids_near_the_top_of_bigint_page_exactly(
             listed = page_all(client, 3)
     assert listed[-len(top) :] == top
     assert len(listed) == len(set(listed))
+
+
+def test_the_worker_rebuilds_a_read_model_left_in_the_old_index_format(
+    source_db: SourceDatabase, redis_url: str
+) -> None:
+    seed(source_db.engine, 20, seed=6)
+    with worker_thread(source_db.cdc_url, redis_url):
+        wait_synced(source_db.engine, redis_url)
+    with redis.Redis.from_url(redis_url) as r:  # as an older version wrote it: score = id
+        generation = int(orjson.loads(r.get(keys.CHECKPOINT) or b"{}")["generation"])
+        for name in r.scan_iter(match=keys.generation_prefix(generation) + "idx:*"):
+            members = r.zrange(name, 0, -1)
+            r.delete(name)
+            r.zadd(name, {str(int(m)): int(m) for m in members})
+        r.delete(keys.index_format(generation))
+        with TestClient(create_app(load_settings(redis_url=redis_url))) as client:
+            assert client.get("/tickets").status_code == 503  # refused, not misread
+            with worker_thread(source_db.cdc_url, redis_url) as app:
+                deadline = time.monotonic() + 60
+                while orjson.loads(r.get(keys.CHECKPOINT) or b"{}").get("generation") == generation:
+                    assert time.monotonic() < deadline, "no rebuild"
+                    time.sleep(0.05)
+                wait_synced(source_db.engine, redis_url)
+                rebuilt = app.metrics.snapshots.labels(reason="index_format")._value.get()
+                assert rebuilt == 1
+                assert page_all(client, 7) == sorted(int(i) for i in documents(redis_url))
