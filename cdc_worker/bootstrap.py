@@ -22,7 +22,9 @@ from cdc_worker.snapshots.resyncer import Resyncer
 from cdc_worker.snapshots.snapshotter import Snapshotter
 from cdc_worker.source.checks import ServerInfo, check_source, connect_error
 from cdc_worker.source.stream import SourceConfig
-from cdc_worker.store.connection import ping, redis_address, redis_error
+from cdc_worker.store import connect
+from cdc_worker.store.connection import redis_address, redis_error
+from cdc_worker.store.lease import Lease
 from cdc_worker.store.redis_store import RedisStore
 from cdc_worker.worker import Worker
 
@@ -60,10 +62,9 @@ class App:
 
 
 def redis_client(settings: Settings) -> redis.Redis:
-    """A pooled client for the read model's Redis."""
-    return redis.Redis.from_url(
-        settings.redis_url.get_secret_value(), socket_timeout=30, health_check_interval=30
-    )
+    """A pooled client for the read model's Redis (its primary, found through Sentinel when
+    ``CDC_REDIS_SENTINELS`` is set)."""
+    return connect.redis_client(settings)
 
 
 def mysql_engine(settings: Settings) -> Engine:
@@ -125,7 +126,9 @@ def wait_for_servers(settings: Settings, stopping: threading.Event) -> ServerInf
         return None
     redis_url = settings.redis_url.get_secret_value()
     where = redis_address(redis_url)
-    ready = _wait_for("Redis", where, settings, stopping, lambda: ping(redis_url))
+    if settings.sentinels:
+        where = f"the primary of {settings.redis_sentinel_service} ({settings.redis_sentinels})"
+    ready = _wait_for("Redis", where, settings, stopping, lambda: connect.ping(settings))
     return None if ready is None else info
 
 
@@ -178,7 +181,8 @@ def bootstrap(settings: Settings, info: ServerInfo, stopping: threading.Event | 
     client = redis_client(settings)
     engine = mysql_engine(settings)
     metrics = WorkerMetrics()
-    store = RedisStore(client, settings.dead_letter_max_len)
+    lease = Lease(client, settings.leader_lease_s)
+    store = RedisStore(client, settings.dead_letter_max_len, lease)
     snapshotter = Snapshotter(
         engine,
         store,
@@ -205,6 +209,7 @@ def bootstrap(settings: Settings, info: ServerInfo, stopping: threading.Event | 
         stopping,
         settings.liveness_timeout_s,
         settings.source_head_poll_s,
+        lease,
     )
     settle_heap()
     return App(settings, client, engine, metrics, worker)

@@ -172,11 +172,12 @@ def cmd_check(settings: Settings, _args: argparse.Namespace) -> int:
 
     from cdc_worker.observability.health import verdict
     from cdc_worker.store import keys
+    from cdc_worker.store.connect import redis_client
     from cdc_worker.store.connection import redis_error
 
     url = settings.redis_url.get_secret_value()
     try:
-        with redis.Redis.from_url(url, socket_timeout=5) as r:
+        with redis_client(settings, socket_timeout_s=5) as r:
             checkpoint, heartbeat = r.mget(keys.CHECKPOINT, keys.HEARTBEAT)
     except redis.RedisError as exc:
         print(f"not ready: {redis_error(exc, url)}")
@@ -190,11 +191,10 @@ def cmd_check(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cmd_resync(settings: Settings, args: argparse.Namespace) -> int:
     """Ask the worker for a resync; follow it with a progress bar (or logs off a terminal)."""
-    import redis
-
     from cdc_worker.snapshots.resync_client import follow, request
+    from cdc_worker.store.connect import redis_client
 
-    with redis.Redis.from_url(settings.redis_url.get_secret_value()) as client:
+    with redis_client(settings) as client:
         job = request(client, args.ticket, args.department)
         print(f"resync {job.id} queued ({job.kind})")
         return 0 if args.no_wait else follow(client, job, args.timeout_s)

@@ -147,6 +147,32 @@ class Settings(BaseSettings):
         description="Bearer token of the API's /admin endpoints, 16 characters at least; unset "
         "or empty turns them off.",
     )
+    leader_lease_s: float = Field(
+        default=3.0,
+        ge=0.5,
+        le=60,
+        description="TTL of the active worker's lease in Redis; a standby takes over this long "
+        "after the active worker died (renewed three times per TTL).",
+    )
+    redis_sentinels: str | None = Field(
+        default=None,
+        description="host:port,host:port,... of Redis Sentinels: find the primary (and the "
+        "API's replicas) through them; CDC_REDIS_URL then gives only the database, user, "
+        "password and TLS.",
+    )
+    redis_sentinel_service: str = Field(
+        default="ticket-sync",
+        min_length=1,
+        description="The name the Sentinels monitor the read model's Redis under.",
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        default=None, description="Password of the Sentinels themselves (requirepass), if any."
+    )
+    api_read_from: Literal["primary", "replica"] = Field(
+        default="primary",
+        description="primary: the API reads the Redis primary; replica: documents and "
+        "listings from a replica the Sentinels list (the primary when none answers).",
+    )
     worker_http_host: str = "127.0.0.1"
     worker_http_port: int = Field(
         default=9108, ge=0, le=65535, description="Worker /metrics port; 0 turns it off."
@@ -203,6 +229,18 @@ class Settings(BaseSettings):
             raise ValueError("its port is not a TCP port (1-65535)")
         return value
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels_are_host_ports(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            sentinel_addresses(value)
+        return value or None
+
+    @property
+    def sentinels(self) -> list[tuple[str, int]]:
+        """The Sentinels' addresses; empty when Redis is reached directly."""
+        return sentinel_addresses(self.redis_sentinels) if self.redis_sentinels else []
+
     @property
     def mysql(self) -> URL:
         """The parsed source URL (holds the password: never log it, use ``masked``); a
@@ -222,8 +260,9 @@ class Settings(BaseSettings):
         for value in (self.mysql_url, self.admin_mysql_url, self.redis_url):
             if value is not None:
                 found += url_secrets(value.get_secret_value())
-        if self.admin_token is not None and self.admin_token.get_secret_value():
-            found.append(self.admin_token.get_secret_value())
+        for token in (self.admin_token, self.redis_sentinel_password):
+            if token is not None and token.get_secret_value():
+                found.append(token.get_secret_value())
         return found
 
     def masked(self) -> dict[str, object]:
@@ -231,12 +270,26 @@ class Settings(BaseSettings):
         shown: dict[str, object] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if name == "admin_token":
+            if name in PLAIN_SECRETS:
                 value = "***" if value is not None else None
             elif isinstance(value, SecretStr):
                 value = mask_url(value.get_secret_value())
             shown[name] = value
         return shown
+
+
+PLAIN_SECRETS = ("admin_token", "redis_sentinel_password")
+
+
+def sentinel_addresses(raw: str) -> list[tuple[str, int]]:
+    """``"h1:26379, h2:26379"`` -> ``[("h1", 26379), ("h2", 26379)]``; ValueError if malformed."""
+    found = []
+    for part in raw.split(","):
+        host, colon, port = part.strip().rpartition(":")
+        if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"must be host:port,host:port,... ({part.strip()!r} is not)")
+        found.append((host.strip("[]"), int(port)))
+    return found
 
 
 def _parse_url(raw: str) -> URL:

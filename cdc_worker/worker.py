@@ -34,6 +34,7 @@ from cdc_worker.source.reader_process import ProcessReader
 from cdc_worker.source.stream import SourceConfig
 from cdc_worker.store.interface import FenceLost, ReadModelLost
 from cdc_worker.store.jobs import Job
+from cdc_worker.store.lease import Lease, LeaseLost, wait_for_lease
 from cdc_worker.store.redis_store import RedisStore
 from cdc_worker.store.state_cache import StateCache
 from projections.changes import RowChange
@@ -133,8 +134,10 @@ class Worker:
         stopping: threading.Event | None = None,
         liveness_timeout_s: float = 30.0,
         head_poll_s: float = 2.0,
+        lease: Lease | None = None,
     ) -> None:
         self.store = store
+        self.lease = lease  # None: always active (a single worker, tests of one part)
         self.fan_out_step_tickets = fan_out_step_tickets
         self.state_cache_tickets = state_cache_tickets
         self.snapshotter = snapshotter
@@ -156,6 +159,7 @@ class Worker:
         metrics.initialise_reconnect_reasons(reconnect_reasons())
         snapshotter.on_progress = self.telemetry.progressed
         self.head_poll_s = head_poll_s
+        self._poller: head.HeadPoller | None = None
 
     def request_stop(self) -> None:
         """Finish the batch in hand, then return from ``run``."""
@@ -163,27 +167,38 @@ class Worker:
 
     def run(self) -> int:
         """Stream until stopped; recover from every connection problem. Returns 0."""
-        poller = head.HeadPoller(
-            lambda: head.connect(self.source), self.telemetry.lag.saw_head, self.head_poll_s
-        )
-        poller.start()
         try:
             self._run()
         finally:
-            poller.stop()
+            self._step_down("stopping")
             self.telemetry.liveness.expected = False
         self.log.info("worker stopped")
         return 0
 
+    def _poll_head(self, active: bool) -> None:
+        """Poll the source's head only while active: a standby adds no load to the source."""
+        if active and self._poller is None:
+            self._poller = head.HeadPoller(
+                lambda: head.connect(self.source), self.telemetry.lag.saw_head, self.head_poll_s
+            )
+            self._poller.start()
+        elif not active and self._poller is not None:
+            self._poller.stop()
+            self._poller = None
+
     def _run(self) -> None:
         failures = 0
         while not self.stopping.is_set():
+            if not self._become_active():
+                break
             self.streamed = False
             try:
                 self._session()
                 failures = 0
             except UnreadableEvent as exc:
                 self._halt(str(exc))
+            except LeaseLost as exc:
+                self._step_down(str(exc))
             except ReadModelLost as exc:
                 self.log.warning("read model vanished from Redis; full resync", error=str(exc))
                 self.resync_reason = "read_model_lost"
@@ -218,6 +233,31 @@ class Worker:
                     self.resyncer.finish(job, "failed")
                     self.log.warning("repair refused: the worker stopped applying", job=job.id)
             self.stopping.wait(HEARTBEAT_EVERY_S)
+
+    def _become_active(self) -> bool:
+        """Hold the lease, waiting as a standby for it; False when asked to stop first."""
+        if self.lease is None or self.lease.held:
+            self._poll_head(True)
+            return True
+        self.metrics.worker_active.set(0)
+        if not wait_for_lease(self.lease, self.stopping, self._alive):
+            return False
+        self.metrics.worker_active.set(1)
+        self.metrics.leader_changes.inc()
+        self._poll_head(True)
+        self.log.info("active: took the lease", worker=self.lease.name)
+        return True
+
+    def _step_down(self, reason: str) -> None:
+        """Release the lease (a standby takes over at once) and become a standby."""
+        self._poll_head(False)
+        if self.lease is not None and (self.lease.held or self.lease.lost.is_set()):
+            self.lease.release()
+            self.metrics.worker_active.set(0)
+            self.log.warning("standby: gave up the lease", reason=reason[:200])
+
+    def _alive(self) -> None:
+        self.telemetry.progressed()  # waiting is a standby's work: /healthz stays 200
 
     def _recover(self, exc: BaseException, failures: int) -> None:
         reason = "fence" if isinstance(exc, FenceLost) else type(exc).__name__
@@ -379,6 +419,8 @@ class Worker:
         if age_s > self.source.stall_timeout_s:
             raise StreamInterrupted(f"no event nor heartbeat for {age_s:.0f} s")
         self.metrics.events.inc(session.reader.events_seen - self._events_counted)
+        if self.lease is not None and now_s_due(self._last_heartbeat_s):
+            self.lease.confirm()  # a worker paused past its lease takes no job, beats no more
         if session.resync is None and now_s_due(self._last_heartbeat_s):
             self._take_job(session)
         self._events_counted = session.reader.events_seen
@@ -388,9 +430,10 @@ class Worker:
         if now - self._last_heartbeat_s >= HEARTBEAT_EVERY_S:
             self._last_heartbeat_s = now
             # The worst lag applied since the last beat; 0 when nothing was applied (idle).
+            worker = self.lease.name if self.lease is not None else ""
             behind_s = self.telemetry.lag.behind_s()
             size, dead_letters = self.store.beat(
-                session.checkpoint, self._lag_s, HEARTBEAT_TTL_S, behind_s
+                session.checkpoint, self._lag_s, HEARTBEAT_TTL_S, behind_s, worker
             )
             self.telemetry.progressed()
             self.metrics.documents.set(size)

@@ -19,11 +19,13 @@ from cdc_worker.api.metrics import UNCOUNTED_PATHS, ApiMetrics
 from cdc_worker.api.models import Readiness, TicketBatch, TicketPage
 from cdc_worker.api.pipelined_reads import PipelinedReader
 from cdc_worker.api.redis_problems import RedisProblems
+from cdc_worker.api.replicas import read_resolver, reads_go_to_replicas, replica_lag_s
 from cdc_worker.api.tickets import add_ticket_routes
 from cdc_worker.checkpoint import Checkpoint
 from cdc_worker.observability.health import Verdict, WorkerView, verdict
 from cdc_worker.settings import Settings
 from cdc_worker.store import keys
+from cdc_worker.store.connect import async_clients
 
 REDIS_TIMEOUT_S = 5
 
@@ -43,14 +45,16 @@ def create_app(settings: Settings, client: aioredis.Redis | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = settings.redis_url.get_secret_value()
-        app.state.redis = client or _pooled_client(url, settings)
-        app.state.single_reads = PipelinedReader(url, REDIS_TIMEOUT_S)
+        primary, reads = _clients(url, settings, client)
+        app.state.redis, app.state.reads = primary, reads
+        app.state.single_reads = PipelinedReader(url, REDIS_TIMEOUT_S, read_resolver(settings))
         app.state.redis_problems = RedisProblems(url)
         await app.state.redis_problems.check(app.state.redis)
         yield
         await app.state.single_reads.close()
         if client is None:
-            await app.state.redis.aclose()
+            for opened in {id(primary): primary, id(reads): reads}.values():
+                await opened.aclose()
 
     app = FastAPI(
         title="ticket-sync read API",
@@ -71,6 +75,18 @@ def create_app(settings: Settings, client: aioredis.Redis | None = None) -> Fast
     _instrument(app, metrics)
     _register_schemas(app, (TicketBatch, TicketPage))
     return app
+
+
+def _clients(
+    url: str, settings: Settings, client: aioredis.Redis | None
+) -> tuple[aioredis.Redis, aioredis.Redis]:
+    """(primary, replica-or-primary): the given client, Sentinel's, or a pooled one."""
+    if client is not None:
+        return client, client
+    if settings.sentinels:
+        return async_clients(settings, REDIS_TIMEOUT_S, settings.api_redis_pool_size)
+    pooled = _pooled_client(url, settings)
+    return pooled, pooled
 
 
 def _pooled_client(url: str, settings: Settings) -> aioredis.Redis:
@@ -142,6 +158,17 @@ def _instrument(app: FastAPI, metrics: ApiMetrics) -> None:
         return JSONResponse({"detail": "read model unavailable"}, status_code=503)
 
 
+def _redis(request: Request) -> aioredis.Redis:
+    client: aioredis.Redis = request.app.state.redis
+    return client
+
+
+def _reads(request: Request) -> aioredis.Redis:
+    """Where a replica-mode /readyz measures the lag: a replica, or the primary."""
+    client: aioredis.Redis = request.app.state.reads
+    return client
+
+
 def _add_operational_routes(app: FastAPI, settings: Settings, metrics: ApiMetrics) -> None:
     @app.get("/healthz", summary="The process is alive")
     async def healthz() -> dict[str, str]:
@@ -162,7 +189,10 @@ def _add_operational_routes(app: FastAPI, settings: Settings, metrics: ApiMetric
             position=result.position,
             gtid=result.gtid,
         )
-        return JSONResponse(body.model_dump(), status_code=200 if result.ready else 503)
+        body.active_worker = result.active_worker
+        if reads_go_to_replicas(settings):
+            await _check_replica(request, body, settings.max_lag_s)
+        return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
     view = WorkerView()
 
@@ -195,3 +225,16 @@ async def _readiness(
         metrics.heartbeat_age.set(age_s)
         metrics.source_behind.set(behind_s)
     return result
+
+
+async def _check_replica(request: Request, body: Readiness, max_lag_s: float) -> None:
+    """Add the replica's lag to a readiness verdict; too far behind is not ready."""
+    try:
+        heartbeat = await _redis(request).get(keys.HEARTBEAT)
+        body.replica_lag_s = await replica_lag_s(_reads(request), heartbeat)
+    except RedisError:
+        body.ready, body.reasons = False, [*body.reasons, "replica unreachable"]
+        return
+    if body.replica_lag_s is not None and body.replica_lag_s > max_lag_s:
+        body.ready = False
+        body.reasons.append(f"replica {body.replica_lag_s:.1f} s behind the primary")

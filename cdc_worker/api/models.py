@@ -104,3 +104,11 @@ class Readiness(BaseModel):
         default=None, description="The worker's applied binlog position (its last heartbeat)"
     )
     gtid: str | None = Field(default=None, description="Its GTID position (MariaDB), if any")
+    active_worker: str | None = Field(
+        default=None, description="host:pid of the active worker, from its heartbeat"
+    )
+    replica_lag_s: float | None = Field(
+        default=None,
+        description="CDC_API_READ_FROM=replica: how much older the heartbeat the replica "
+        "holds is than the primary's",
+    )

@@ -15,6 +15,7 @@ import asyncio
 import ssl
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -103,8 +104,14 @@ class PipelinedReader:
     the connection, and the next request connects afresh.
     """
 
-    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = 5.0,
+        resolve: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
         self.options = connection_options(url)
+        self.resolve = resolve  # Sentinel: asked where to connect, before each connection
         self.timeout_s = timeout_s
         self._replies: _Replies | None = None
         self._connecting: asyncio.Lock | None = None
@@ -169,7 +176,8 @@ class PipelinedReader:
         if o["socket_path"]:
             opening = loop.create_unix_connection(_Replies, o["socket_path"])
         else:
-            opening = loop.create_connection(_Replies, o["host"], o["port"], ssl=o["ssl"])
+            host, port = (await self.resolve()) if self.resolve else (o["host"], o["port"])
+            opening = loop.create_connection(_Replies, host, port, ssl=o["ssl"])
         try:
             _, replies = await asyncio.wait_for(opening, self.timeout_s)
         except (OSError, TimeoutError) as exc:

@@ -17,6 +17,7 @@ class Verdict:
     lag_s: float | None = None
     position: str | None = None  # the worker's applied position, as in its last heartbeat
     gtid: str | None = None
+    active_worker: str | None = None  # host:pid of the worker that wrote the heartbeat
 
 
 def verdict(
@@ -43,7 +44,7 @@ def verdict(
     if lag_s > max_lag_s:
         reasons.append(f"replication lag {lag_s:.1f} s exceeds CDC_MAX_LAG_S={max_lag_s:g}")
     position, gtid = beat.get("position"), beat.get("gtid")
-    return Verdict(not reasons, tuple(reasons), lag_s, position, gtid)
+    return Verdict(not reasons, tuple(reasons), lag_s, position, gtid, beat.get("worker"))
 
 
 @dataclass

@@ -241,6 +241,14 @@ class WorkerMetrics:
             "Redis errors (connection, timeout, out of memory) that ended a session",
             registry=r,
         )
+        self.worker_active = Gauge(
+            "cdc_worker_active", "1 while this worker holds the lease and streams", registry=r
+        )
+        self.leader_changes = Counter(
+            "cdc_leader_changes_total",
+            "Times this worker took the lease (became active)",
+            registry=r,
+        )
 
     def initialise_series(self) -> None:
         """Create every labelled series whose label values are known in advance, at 0."""

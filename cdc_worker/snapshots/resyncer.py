@@ -35,6 +35,7 @@ from projections.projector import StoreOps, project, replace_tickets
 from projections.state import DEPARTMENT, Refs
 
 REPAIR_CHUNK = 1000
+MAX_CLAIMED_SKIPPED = 100  # finished or expired jobs dropped from the claim list per call
 
 
 class FullResync:
@@ -78,9 +79,22 @@ class Resyncer:
         self.log: Any = structlog.get_logger("cdc_worker.resync")
 
     def next_job(self) -> Job | None:
-        """The next queued job, if any."""
-        job_id = self.store.client.lpop(keys.RESYNC_QUEUE)
-        return None if job_id is None else load_job(self.store.client, _text(job_id))
+        """The job to run now: the one a previous active worker claimed and did not finish,
+        else the next queued one, claimed in the same step (LMOVE to ``RESYNC_CLAIMED``), so
+        a worker killed between taking a job and finishing it loses none; finished jobs left
+        claimed are dropped."""
+        client = self.store.client
+        for _ in range(MAX_CLAIMED_SKIPPED):
+            job_id = client.lindex(keys.RESYNC_CLAIMED, 0)
+            if job_id is None:
+                job_id = client.lmove(keys.RESYNC_QUEUE, keys.RESYNC_CLAIMED, "LEFT", "RIGHT")
+            if job_id is None:
+                return None
+            job = load_job(client, _text(job_id))
+            if job is not None and job.state in ("queued", "running"):
+                return job
+            client.lrem(keys.RESYNC_CLAIMED, 0, _text(job_id))
+        return None
 
     def start_full(self, job: Job, checkpoint: Checkpoint) -> FullResync:
         """Begin building generation N+1 beside the live one."""
@@ -207,14 +221,17 @@ class Resyncer:
         there are already in the repair and must not be applied again (they are older).
         """
         repaired: dict[int, Position] = {}
-        job = job.with_(state="running", started_at_s=time.time())
+        job = job.with_(
+            state="running", started_at_s=time.time(), tickets_done=0, missing=(), removed=()
+        )
         ids = self._repair_ids(job, checkpoint)
         for start in range(0, len(ids), REPAIR_CHUNK):
             part = ids[start : start + REPAIR_CHUNK]
             with open_snapshot(self.engine, gtid=False) as snapshot:
                 changes = snapshot.read_tickets(part)
                 repaired.update(dict.fromkeys(part, snapshot.position))
-            job = self._repair_part(job, checkpoint, refs, part, changes, len(ids))
+            last = start + REPAIR_CHUNK >= len(ids)
+            job = self._repair_part(job, checkpoint, refs, part, changes, len(ids), last)
         self._finish(job, "done")
         self.log.info(
             "repair done", job=job.id, kind=job.kind, tickets=len(ids), missing=len(job.missing)
@@ -229,9 +246,11 @@ class Resyncer:
         part: list[int],
         changes: list[Any],
         total: int,
+        last: bool,
     ) -> Job:
         """Rewrite ``part`` from its fresh rows; the job notes the tickets the database lacks
-        (and which of those Redis held, whose documents this removes)."""
+        (and which of those Redis held, whose documents this removes). The ``last`` part
+        marks the job done in the same write: a worker taking over never runs it again."""
         found = {int(c.after["id"]) for c in changes if c.table == TICKETS and c.after}
         with self.store.batch(checkpoint) as tx:
             states = tx.load_states(part)
@@ -243,6 +262,8 @@ class Resyncer:
                 missing=(*job.missing, *missing),
                 removed=(*job.removed, *(i for i in missing if states.get(i) is not None)),
             )
+            if last:
+                job = job.with_(state="done", finished_at_s=time.time())
             tx.commit(ops, None, None, job)
         record_dead_letters(ops, self.metrics, self.log)
         self.metrics.resync_tickets.labels(kind=job.kind).inc(len(part))
@@ -269,6 +290,7 @@ class Resyncer:
         pipe.set(keys.resync_job(job.id), finished.encode(), ex=86_400)
         if job.kind == "full":
             pipe.delete(keys.RESYNC_ACTIVE)
+        pipe.lrem(keys.RESYNC_CLAIMED, 0, job.id)
         pipe.execute()
         self.metrics.resyncs.labels(kind=job.kind, outcome=state).inc()
         if job.started_at_s:

@@ -16,6 +16,9 @@ DEAD_LETTERS = f"{PREFIX}:dead-letters"
 """Stream: rows the projector could not place, capped."""
 HEARTBEAT = f"{PREFIX}:heartbeat"
 """String with TTL: the worker's liveness and position."""
+LEADER = f"{PREFIX}:leader"
+"""String with TTL: the lease of the active worker, ``host:pid:random``; standbys wait for it
+to be released or to expire (see ``store.lease``)."""
 GENERATIONS = f"{PREFIX}:generations"
 """Counter: every snapshot or resync takes a fresh generation number from it, so two builders
 (say, two workers started at once) never write into the same keys."""
@@ -89,6 +92,9 @@ def lookup(generation: int, kind: str) -> str:
 
 RESYNC_QUEUE = f"{PREFIX}:resync:queue"
 """List: ids of resync jobs waiting for the worker (the CLI and the admin API push here)."""
+RESYNC_CLAIMED = f"{PREFIX}:resync:claimed"
+"""List: the job the active worker took off the queue and has not finished; a worker that
+takes over runs it (again from its start, or from its last chunk for a full resync)."""
 RESYNC_ACTIVE = f"{PREFIX}:resync:active"
 """String: id of the full resync the worker is running (survives a worker restart)."""
 

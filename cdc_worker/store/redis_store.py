@@ -16,6 +16,7 @@ from cdc_worker.store import keys
 from cdc_worker.store.index_encoding import INDEX_FORMAT
 from cdc_worker.store.interface import FenceLost, ReadModelLost
 from cdc_worker.store.jobs import Job, save_ops
+from cdc_worker.store.lease import Lease
 from cdc_worker.store.redis_tx import Transaction, read_many
 from projections.projector import StoreOps
 from projections.state import REF_KINDS, LinkKey, Refs, TicketState, decode_ref, decode_state
@@ -70,9 +71,12 @@ def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 class RedisStore:
     """``ReadModelStore`` on Redis. One client, pooled; nothing connects at import."""
 
-    def __init__(self, client: redis.Redis, dead_letter_max_len: int = 10_000) -> None:
+    def __init__(
+        self, client: redis.Redis, dead_letter_max_len: int = 10_000, lease: Lease | None = None
+    ) -> None:
         self.client = client
         self.dead_letter_max_len = dead_letter_max_len
+        self.lease = lease  # when set, a batch starts only while this worker holds it
 
     def load_checkpoint(self) -> Checkpoint | None:
         raw = self.client.get(keys.CHECKPOINT)
@@ -92,7 +96,9 @@ class RedisStore:
         pipe: Any
         with self.client.pipeline(transaction=True) as pipe:
             pipe.watch(keys.CHECKPOINT)
-            raw = pipe.get(keys.CHECKPOINT)
+            raw, holder = pipe.mget(keys.CHECKPOINT, keys.LEADER)  # one round trip, as a GET
+            if self.lease is not None:
+                self.lease.check(holder)
             found = None if raw is None else Checkpoint.decode(raw)
             if found != expected:
                 raise FenceLost(f"checkpoint moved: expected {expected}, found {found}")
@@ -188,7 +194,12 @@ class RedisStore:
         return dropped
 
     def beat(
-        self, checkpoint: Checkpoint, lag_s: float, ttl_s: int, source_behind_s: float = 0.0
+        self,
+        checkpoint: Checkpoint,
+        lag_s: float,
+        ttl_s: int,
+        source_behind_s: float = 0.0,
+        worker: str = "",
     ) -> tuple[int, int]:
         """Refresh the heartbeat and check the read model is still there; returns its size
         and the dead-letter stream's length.
@@ -206,6 +217,8 @@ class RedisStore:
             "gtid": position.gtid,
             "committed_at_s": checkpoint.committed_at_s,
         }
+        if worker:
+            value["worker"] = worker  # host:pid of the active worker
         pipe = self.client.pipeline(transaction=False)
         pipe.get(keys.CHECKPOINT)
         pipe.hlen(keys.DOCUMENTS)
