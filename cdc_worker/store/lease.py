@@ -152,7 +152,7 @@ class Lease:
 
 
 def wait_for_lease(
-    lease: Lease, stopping: threading.Event, alive: Callable[[], None], poll_s: float = 0.1
+    lease: Lease, stopping: threading.Event, alive: Callable[[], None], poll_s: float = 0.05
 ) -> bool:
     """Wait as a standby until the lease is ours (True) or ``stopping`` is set (False).
 
