@@ -242,5 +242,7 @@ class ApiReader(threading.Thread):
         if roll < 0.5:
             return f"/tickets/{self.rng.choice(self.ids)}"
         if roll < 0.8:
-            return "/tickets?ids=" + ",".join(map(str, self.rng.sample(self.ids, 5)))
+            return "/tickets?ids=" + ",".join(
+                map(str, self.rng.sample(self.ids, min(5, len(self.ids))))
+            )
         return "/tickets?limit=50"

@@ -34,9 +34,12 @@ QUORUM = 2
 PROMOTION_TIMEOUT_S = 60.0
 
 
-def start_replica(base_dir: Path, primary_port: int, port: int | None = None) -> RedisServer:
-    """A Redis replicating ``primary_port``, answering errors until its first sync is done."""
-    args = ("--replicaof", "127.0.0.1", str(primary_port))
+def start_replica(
+    base_dir: Path, primary_port: int, port: int | None = None, priority: int = 100
+) -> RedisServer:
+    """A Redis replicating ``primary_port``, answering errors until its first sync is done;
+    Sentinel never promotes one of ``priority`` 0."""
+    args = ("--replicaof", "127.0.0.1", str(primary_port), "--replica-priority", str(priority))
     server = start_redis(base_dir, port=port, extra_args=args)
     with redis.Redis(port=server.port, socket_timeout=5) as client:  # PING must answer first
         client.config_set("replica-serve-stale-data", "no")
@@ -59,7 +62,9 @@ class SentinelServer:
         _signal_and_wait(self.pid_file, signal.SIGTERM, STOP_TIMEOUT_S)
 
 
-def start_sentinel(base_dir: Path, primary_port: int, down_after_ms: int) -> SentinelServer:
+def start_sentinel(
+    base_dir: Path, primary_port: int, down_after_ms: int, failover_timeout_ms: int = 10_000
+) -> SentinelServer:
     """A daemonized Sentinel monitoring 127.0.0.1:``primary_port`` as ``SERVICE``."""
     base_dir = base_dir.resolve()
     base_dir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +74,7 @@ def start_sentinel(base_dir: Path, primary_port: int, down_after_ms: int) -> Sen
         f"port {sentinel.port}\nbind 127.0.0.1\ndir {base_dir}\n"
         f"sentinel monitor {SERVICE} 127.0.0.1 {primary_port} {QUORUM}\n"
         f"sentinel down-after-milliseconds {SERVICE} {down_after_ms}\n"
-        f"sentinel failover-timeout {SERVICE} 10000\n"
+        f"sentinel failover-timeout {SERVICE} {failover_timeout_ms}\n"
         f"sentinel parallel-syncs {SERVICE} 1\n"
     )
     log = base_dir / "sentinel.log"
@@ -164,9 +169,11 @@ class RedisGroup:
             return False
 
     def restart_as_replica(self, port: int) -> RedisServer:
-        """Start a killed server again, empty, as a replica of the current primary."""
+        """Start a killed server again, empty, as a replica of the current primary that
+        Sentinel will not promote: a Sentinel refuses a second failover of the same address
+        within twice its failover timeout, so each failover promotes a fresh replica."""
         old = self.servers[port]
-        server = start_replica(old.base_dir, self.primary_port(), port=port)
+        server = start_replica(old.base_dir, self.primary_port(), port=port, priority=0)
         self.servers[port] = server
         return server
 
@@ -202,8 +209,16 @@ class RedisGroup:
             server.stop()
 
 
-def start_redis_group(base_dir: Path, replicas: int = 2, down_after_ms: int = 2000) -> RedisGroup:
-    """A primary, ``replicas`` replicas and three Sentinels, each in a folder of its own."""
+def start_redis_group(
+    base_dir: Path,
+    replicas: int = 2,
+    down_after_ms: int = 2000,
+    failover_timeout_ms: int = 10_000,
+) -> RedisGroup:
+    """A primary, ``replicas`` replicas and three Sentinels, each in a folder of its own.
+
+    A failover whose Sentinel election split waits twice ``failover_timeout_ms`` before the
+    next attempt (22 s seen with 10 s): tests take 4 s."""
     base_dir = base_dir.resolve()
     primary = start_redis(base_dir / "redis-0")
     servers = {primary.port: primary}
@@ -214,7 +229,9 @@ def start_redis_group(base_dir: Path, replicas: int = 2, down_after_ms: int = 20
             servers[replica.port] = replica
         for n in range(3):
             folder = base_dir / f"sentinel-{n}"
-            sentinels.append(start_sentinel(folder, primary.port, down_after_ms))
+            sentinels.append(
+                start_sentinel(folder, primary.port, down_after_ms, failover_timeout_ms)
+            )
         group = RedisGroup(base_dir, servers, sentinels)
         group.wait_replicas_synced()
         _wait_sentinels_know(group, replicas)
