@@ -98,3 +98,47 @@ def test_the_image_installs_the_versions_make_pins() -> None:
     lock = (ROOT / "requirements.lock").read_text().splitlines()
     pinned = {line.split("==")[0].lower() for line in lock}
     assert "cryptography" in pinned  # the one package the Dockerfile names besides ours
+
+
+HA_WORKERS = ("worker-a", "worker-b")
+
+
+def sentinel_lines(service: dict[str, Any]) -> list[str]:
+    """The configuration lines a Sentinel service writes before it starts."""
+    script = service["command"][-1]
+    return [part.strip("' ") for part in script.split("' '")]
+
+
+def test_the_ha_profile_runs_two_workers_through_three_sentinels(
+    services: dict[str, Any],
+) -> None:
+    ha = {name for name, s in services.items() if "ha" in s.get("profiles", [])}
+    assert {*HA_WORKERS, "redis-ha-primary", "redis-ha-replica", "api-ha"} <= ha
+    sentinels = sorted(name for name in ha if name.startswith("redis-sentinel-"))
+    assert len(sentinels) == 3
+    for name in HA_WORKERS:
+        env = environment(services[name])
+        assert services[name]["command"] == ["run"]
+        listed = [entry.split(":")[0] for entry in env["CDC_REDIS_SENTINELS"].split(",")]
+        assert sorted(listed) == sentinels
+        assert env["CDC_REDIS_URL"].endswith("/1")
+    assert environment(services["api-ha"])["CDC_API_READ_FROM"] == "replica"
+
+
+def test_the_sentinels_watch_the_pair_under_the_workers_service_name(
+    services: dict[str, Any],
+) -> None:
+    service_name = environment(services["worker-a"])["CDC_REDIS_SENTINEL_SERVICE"]
+    replica = services["redis-ha-replica"]["command"]
+    assert replica[replica.index("--replicaof") + 1] == "redis-ha-primary"
+    for name in ("redis-sentinel-1", "redis-sentinel-2", "redis-sentinel-3"):
+        lines = sentinel_lines(services[name])
+        assert f"sentinel monitor {service_name} redis-ha-primary 6379 2" in " ".join(lines)
+
+
+def test_every_cdc_name_in_compose_is_a_setting(services: dict[str, Any]) -> None:
+    from cdc_worker.settings import ENV_PREFIX, Settings
+
+    fields = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    used = {k for s in services.values() for k in s.get("environment", {}) if k.startswith("CDC_")}
+    assert used - fields == set()
