@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration bench soak clean
+.PHONY: demo test lint typecheck unit integration bench soak ha-soak clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ integration: $(STAMP)
 soak: $(STAMP)
 	scripts/ensure-servers
 	$(BIN)/python -m tests.soak --minutes $(or $(MINUTES),30)
+
+# Standby workers and Redis Sentinel failovers under a workload, oracle after every round.
+ha-soak: $(STAMP)
+	$(BIN)/python -m tests.ha_soak --minutes $(or $(MINUTES),10)
 
 bench: $(STAMP)
 	scripts/ensure-servers

@@ -23,7 +23,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from bench import api, catchup, fanout, latency, memory, resync
+from bench import api, catchup, fanout, ha, latency, memory, resync
 from bench.charts import render_charts
 from bench.common import log, servers
 from bench.report import render_markdown
@@ -54,6 +54,8 @@ class Mode:
     api_repeats: int
     large_transaction_rows: int
     notes: list[str] = field(default_factory=list)
+    ha_handovers: int = 20  # of each kind (SIGKILL, SIGTERM)
+    ha_failovers: int = 3
 
 
 FULL = Mode(
@@ -94,6 +96,8 @@ QUICK = Mode(
     api_repeats=1,
     large_transaction_rows=20_000,
     notes=["Quick mode: small sizes, single repeats; checks the pipeline, not the figures."],
+    ha_handovers=2,
+    ha_failovers=1,
 )
 
 
@@ -144,6 +148,10 @@ def run_memory(mode: Mode) -> Any:
         return memory.measure(mariadb, redis_server, mode.large_transaction_rows)
 
 
+def run_ha(mode: Mode) -> Any:
+    return ha.measure(mode.ha_handovers, mode.ha_failovers)
+
+
 # The longest (resync, with its million tickets) last: results are saved after each one.
 SCENARIOS: dict[str, Callable[[Mode], Any]] = {
     "catchup": run_catchup,
@@ -151,6 +159,7 @@ SCENARIOS: dict[str, Callable[[Mode], Any]] = {
     "fanout": run_fanout,
     "api": run_api,
     "memory": run_memory,
+    "ha": run_ha,
     "resync": run_resync,
 }
 

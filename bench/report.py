@@ -288,6 +288,31 @@ def api_section(a: dict[str, Any]) -> str:
     return "\n\n".join(["## Read API", text, table(header, rows), raw, "![api](bench/api.png)"])
 
 
+def ha_section(h: dict[str, Any]) -> str:
+    standby, sentinel = h["standby"], h["sentinel"]
+    text = (
+        f"Three workers share one lease (TTL {number(standby['lease_s'])} s); the active one is "
+        "signalled, a new standby replaces it, and the time runs from the signal to the first "
+        "transaction the next active worker applies. Then Redis behind three Sentinels "
+        f"(down-after {sentinel['down_after_ms']} ms): the primary is SIGKILLed "
+        "under the workload; Sentinel's promotion and the worker's first applied transaction "
+        "on the new primary are both timed from the kill. Each part ends with the SQL oracle: "
+        f"{sentinel['oracle']} ({standby['transactions']:,} and {sentinel['transactions']:,} "
+        "transactions; none lost, none doubled)."
+    )
+    rows = [
+        [name, str(len(f["runs"])), number(f["p50"], 2), number(f["p99"], 2), number(f["max"], 2)]
+        for name, f in (
+            ("take-over after SIGKILL", standby["takeover_after_sigkill_s"]),
+            ("take-over after SIGTERM", standby["takeover_after_sigterm_s"]),
+            ("Sentinel promotion after SIGKILL of the primary", sentinel["sentinel_promotion_s"]),
+            ("first applied transaction after that kill", sentinel["first_applied_transaction_s"]),
+        )
+    ]
+    header = ["seconds", "runs", "p50", "p99", "max"]
+    return "\n\n".join(["## High availability", text, table(header, rows)])
+
+
 def memory_section(results: dict[str, Any]) -> str:
     rows: list[Row] = []
     catchup, memory, fanout = results.get("catchup"), results.get("memory"), results.get("fanout")
@@ -353,6 +378,7 @@ SECTIONS: list[tuple[str, Callable[[Any], str]]] = [
     ("fanout", fanout_section),
     ("resync", resync_section),
     ("api", api_section),
+    ("ha", ha_section),
 ]
 
 

@@ -24,7 +24,9 @@ import redis
 
 from cdc_worker.checkpoint import Checkpoint
 from cdc_worker.devtools.localservers import free_port
+from cdc_worker.settings import load_settings
 from cdc_worker.store import keys
+from cdc_worker.store.connect import redis_client
 from tests.harness import spawn_worker, worker_env
 
 TAKEOVER_TIMEOUT_S = 30.0
@@ -84,7 +86,10 @@ class Fleet:
             return None
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url, socket_timeout=5)
+        """A client for the primary: through the Sentinels when the workers use them."""
+        sentinels = self.extra_env.get("CDC_REDIS_SENTINELS")
+        settings = load_settings(redis_url=self.redis_url, redis_sentinels=sentinels)
+        return redis_client(settings, socket_timeout_s=5)
 
     def wait_leader(self, timeout_s: float = 60) -> int:
         """The pid of the active worker, once one of ours holds the lease."""

@@ -168,12 +168,13 @@ class RedisGroup:
         except (redis.RedisError, LocalServerError):
             return False
 
-    def restart_as_replica(self, port: int) -> RedisServer:
-        """Start a killed server again, empty, as a replica of the current primary that
-        Sentinel will not promote: a Sentinel refuses a second failover of the same address
-        within twice its failover timeout, so each failover promotes a fresh replica."""
+    def restart_as_replica(self, port: int, priority: int = 0) -> RedisServer:
+        """Start a killed server again, empty, as a replica of the current primary; by
+        default one Sentinel will not promote: a Sentinel refuses a second failover of the
+        same address within twice its failover timeout, so each failover promotes a fresh
+        replica (pass 100 when failovers are further apart than that)."""
         old = self.servers[port]
-        server = start_replica(old.base_dir, self.primary_port(), port=port, priority=0)
+        server = start_replica(old.base_dir, self.primary_port(), port=port, priority=priority)
         self.servers[port] = server
         return server
 
