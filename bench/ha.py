@@ -25,6 +25,7 @@ from cdc_worker.devtools.localservers import MariaDBServer, start_mariadb, start
 from cdc_worker.devtools.redis_ha import start_redis_group
 from cdc_worker.devtools.seed import seed
 from cdc_worker.schema.models import Base
+from cdc_worker.store import keys
 from tests.chaos import Writer
 from tests.ha import Fleet, checkpoint_of, percentile, wait_takeover
 from tests.harness import wait_synced
@@ -100,6 +101,9 @@ def failovers(mariadb: MariaDBServer, base: Path, count: int) -> dict[str, Any]:
     try:
         fleet.spawn_ready(2)
         fleet.wait_leader()
+        with fleet.client() as client:  # the first snapshot is in: failovers hit streaming
+            while not client.exists(keys.HEARTBEAT):
+                time.sleep(0.05)
         writer.start()
         for _ in range(count):
             time.sleep(2)

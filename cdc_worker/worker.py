@@ -316,6 +316,8 @@ class Worker:
             self.resync_reason = "ddl"
         finally:
             self.telemetry.session(None, None)
+            if self.stopping.is_set():
+                self._step_down("stopping")  # its last batch is in: a standby may start now
             reader.stop()
 
     def _stream(self, session: Session) -> None:
