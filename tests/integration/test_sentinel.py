@@ -5,7 +5,9 @@ API reading replicas never returns a torn document."""
 
 from __future__ import annotations
 
+import json
 import random
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -206,6 +208,7 @@ def test_the_api_reading_replicas_never_returns_a_torn_document(
         reader.start()
         time.sleep(6)
         status, body = api.get("/readyz")
+        leader = fleet.wait_leader()
         writer.stop.set()
         reader.stop.set()
         reader.join(30)
@@ -221,7 +224,10 @@ def test_the_api_reading_replicas_never_returns_a_torn_document(
     assert reader.statuses[200] > 100
     assert writer.committed > 50
     assert status == 200, body
-    assert b'"replica_lag_s"' in body
+    ready = json.loads(body)
+    assert ready["replica_lag_s"] is not None
+    assert ready["replica_lag_s"] <= 2  # a heartbeat or two behind at most, here
+    assert ready["active_worker"] == f"{socket.gethostname()}:{leader}"
     assert _reads_served_by_replicas(redis_group) > 100
 
 
