@@ -90,12 +90,11 @@ def test_workers_hand_over_on_sigkill_sigstop_and_sigterm_without_losing_a_trans
         for _ in range(SIGTERMS):
             time.sleep(rng.uniform(0.2, 1.0))
             term_s.append(_stop_leader(fleet, client))
-    finally:
         writer.stop.set()
         writer.join(60)
-    try:
         wait_synced(source_db.engine, redis_url, timeout_s=120)
     finally:
+        writer.stop.set()
         fleet.stop()
     print(
         f"take-over after SIGKILL: {sorted(round(s, 2) for s in kill_s)} s, p50 "
