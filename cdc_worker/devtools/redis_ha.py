@@ -41,8 +41,12 @@ def start_replica(
     Sentinel never promotes one of ``priority`` 0."""
     args = ("--replicaof", "127.0.0.1", str(primary_port), "--replica-priority", str(priority))
     server = start_redis(base_dir, port=port, extra_args=args)
-    with redis.Redis(port=server.port, socket_timeout=5) as client:  # PING must answer first
-        client.config_set("replica-serve-stale-data", "no")
+    try:
+        with redis.Redis(port=server.port, socket_timeout=5) as client:  # PING answers first
+            client.config_set("replica-serve-stale-data", "no")
+    except redis.RedisError:
+        server.stop()
+        raise
     return server
 
 
