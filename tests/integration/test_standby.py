@@ -29,9 +29,9 @@ from tests.harness import wait_synced
 SIGKILLS = 10
 SIGTERMS = 3
 KILL_TAKEOVER_MAX_S = 5.0
-# The goal is 1 s (met at 0.4-0.8 s in runs at load 7-11 on the 2-core test machine); bench/ha.py
-# measured p50 1.22 s, p99 1.78 s at load 12-14. Below 2 s proves the lease was released: a
-# lease left to expire lasts 2-3 s more.
+# The goal is 1 s: 0.24-0.8 s here on the 2-core test machine, p50 0.59 s and p99 1.38 s over
+# 20 stops in bench/ha.py (load 5-8; 1.2 s p50 at load 12-14). Below 2 s proves the lease was
+# released: a lease left to expire lasts 2-3 s more.
 TERM_TAKEOVER_MAX_S = 2.0
 LEASE_S = 3.0
 
