@@ -143,10 +143,12 @@ class RedisGroup:
         return [server for p, server in self.servers.items() if p != port]
 
     def kill_primary(self) -> tuple[int, float]:
-        """SIGKILL the primary; returns its port and the monotonic time of the kill."""
+        """SIGKILL the primary; returns its port and the monotonic time the signal was sent
+        (``kill`` returns once the process is gone, up to a poll later)."""
         victim = self.primary()
+        killed_at_s = time.monotonic()
         victim.kill()
-        return victim.port, time.monotonic()
+        return victim.port, killed_at_s
 
     def wait_promoted(self, old_port: int, killed_at_s: float) -> float:
         """Wait until every Sentinel names a new primary that answers as one; returns the
@@ -171,6 +173,27 @@ class RedisGroup:
                 return bool(client.info("replication")["role"] == "master")
         except (redis.RedisError, LocalServerError):
             return False
+
+    def wait_converged(self, timeout_s: float = 30) -> None:
+        """Wait until every Sentinel names the same primary and every replica follows it:
+        until then a client may still be sent to the old address (where a restarted server
+        now answers as a replica)."""
+        deadline = time.monotonic() + timeout_s
+        while not self._converged():
+            if time.monotonic() > deadline:
+                raise LocalServerError("the Sentinels did not agree on one primary")
+            time.sleep(0.05)
+        self.wait_replicas_synced(timeout_s)
+
+    def _converged(self) -> bool:
+        named = set()
+        for sentinel in self.sentinels:
+            try:
+                with redis.Redis(port=sentinel.port, socket_timeout=1) as client:
+                    named.add(int(client.sentinel_get_master_addr_by_name(SERVICE)[1]))
+            except (redis.RedisError, TypeError):
+                return False
+        return len(named) == 1
 
     def restart_as_replica(self, port: int, priority: int = 0) -> RedisServer:
         """Start a killed server again, empty, as a replica of the current primary; by
