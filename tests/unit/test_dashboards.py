@@ -2,100 +2,41 @@
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from cdc_worker.api.metrics import ApiMetrics
-from cdc_worker.observability.metrics import WorkerMetrics
 from cdc_worker.settings import Settings
+from tests.monitoring import (
+    ALERTS,
+    PROMETHEUS,
+    PROMETHEUS_DIR,
+    ROOT,
+    alert_exprs,
+    alert_rules,
+    data_panels,
+    exposed_series,
+    load_dashboard,
+    load_yaml,
+    metric_families,
+    metric_names,
+    panel_queries,
+    walk_panels,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-DASHBOARD = ROOT / "deploy/grafana/dashboards/ticket-sync.json"
-PROMETHEUS = ROOT / "deploy/prometheus/prometheus.yml"
-ALERTS = ROOT / "deploy/prometheus/alerts.yml"
 DATASOURCES = ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml"
 DASHBOARD_PROVIDERS = ROOT / "deploy/grafana/provisioning/dashboards/ticket-sync.yml"
-
-# Series names each metric type puts on the wire, as suffixes of the family name.
-EXPOSED_SUFFIXES = {
-    "counter": ("_total", "_created"),
-    "histogram": ("_bucket", "_sum", "_count", "_created"),
-    "gauge": ("",),
-}
-# A PromQL metric identifier of ours; string literals are removed before matching.
-METRIC_IDENTIFIER = re.compile(r"(?<![A-Za-z0-9_:])cdc_[A-Za-z0-9_:]*")
-STRING_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
-
-
-def metric_families() -> dict[str, str]:
-    """Family name to type, over the worker's and the API's registries."""
-    families: dict[str, str] = {}
-    for registry in (WorkerMetrics().registry, ApiMetrics().registry):
-        for family in registry.collect():
-            families[family.name] = family.type
-    return families
-
-
-def exposed_series(families: dict[str, str]) -> dict[str, str]:
-    """Every series name Prometheus can scrape, to the family it belongs to."""
-    return {
-        name + suffix: name for name, kind in families.items() for suffix in EXPOSED_SUFFIXES[kind]
-    }
-
-
 FAMILIES = metric_families()
 SERIES = exposed_series(FAMILIES)
 
 
-def metric_names(expr: str) -> set[str]:
-    return set(METRIC_IDENTIFIER.findall(STRING_LITERAL.sub('""', expr)))
-
-
 def unknown_metrics(expr: str) -> set[str]:
-    """The ``cdc_`` identifiers of ``expr`` neither registry exposes under that name."""
+    """The metric identifiers of ``expr`` neither registry (nor Prometheus) exposes."""
     return {name for name in metric_names(expr) if name not in SERIES}
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
-    loaded = yaml.safe_load(path.read_text())
-    assert isinstance(loaded, dict)
-    return loaded
-
-
-def load_dashboard() -> dict[str, Any]:
-    loaded = json.loads(DASHBOARD.read_text())
-    assert isinstance(loaded, dict)
-    return loaded
-
-
-def walk_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for panel in panels:
-        yield panel
-        yield from walk_panels(panel.get("panels", []))
-
-
-def data_panels() -> list[dict[str, Any]]:
-    return [p for p in walk_panels(load_dashboard()["panels"]) if p["type"] != "row"]
-
-
 def panel_exprs() -> list[tuple[str, str]]:
-    return [
-        (panel["title"], target["expr"]) for panel in data_panels() for target in panel["targets"]
-    ]
-
-
-def alert_rules() -> list[dict[str, Any]]:
-    return [rule for group in load_yaml(ALERTS)["groups"] for rule in group["rules"]]
-
-
-def alert_exprs() -> list[tuple[str, str]]:
-    return [(rule["alert"], str(rule["expr"])) for rule in alert_rules()]
+    return [(query.panel, query.expr) for query in panel_queries()]
 
 
 def compose_services() -> dict[str, Any]:
@@ -119,16 +60,18 @@ def scrape_targets() -> dict[str, list[str]]:
     }
 
 
-def test_the_registries_hold_both_worker_and_api_metrics() -> None:
+def test_the_registries_hold_worker_api_and_process_metrics() -> None:
     assert FAMILIES["cdc_rows"] == "counter"
-    assert FAMILIES["cdc_lag_seconds"] == "gauge"
+    assert FAMILIES["cdc_source_behind_seconds"] == "gauge"
     assert FAMILIES["cdc_apply_duration_seconds"] == "histogram"
     assert FAMILIES["cdc_api_requests"] == "counter"
+    assert FAMILIES["cdc_api_worker_heartbeat_age_seconds"] == "gauge"
+    assert FAMILIES["process_resident_memory_bytes"] == "gauge"
 
 
 @pytest.mark.parametrize(("title", "expr"), panel_exprs())
 def test_every_dashboard_query_uses_only_exposed_metrics(title: str, expr: str) -> None:
-    assert metric_names(expr), f"panel {title!r} queries no cdc_ metric"
+    assert metric_names(expr), f"panel {title!r} queries no metric of ours"
     assert not unknown_metrics(expr), f"panel {title!r}: {expr}"
 
 
@@ -144,6 +87,9 @@ def test_every_alert_uses_only_exposed_metrics(alert: str, expr: str) -> None:
         "cdc_lag_seconds_total",
         "sum(cdc_rows)",
         "histogram_quantile(0.99, rate(cdc_apply_duration_seconds_total[5m]))",
+        "cdc_dead_letters_total",
+        'cdc_binlog_position{file="mysql-bin.000001"}',
+        "process_resident_memory",
     ],
 )
 def test_an_unknown_metric_or_wrong_suffix_is_caught(expr: str) -> None:
@@ -154,11 +100,30 @@ def test_label_values_and_known_series_are_not_reported() -> None:
     expr = 'sum by (le) (rate(cdc_apply_duration_seconds_bucket{job="cdc_made_up"}[5m]))'
     assert metric_names(expr) == {"cdc_apply_duration_seconds_bucket"}
     assert not unknown_metrics(expr)
+    expr = 'up{job="cdc-worker"} == 0 or absent(up{job="cdc-worker"}) and group_left_update'
+    assert metric_names(expr) == {"up"}
+    assert not unknown_metrics('process_cpu_seconds_total{job="cdc-api"} + cdc_api_ready')
 
 
 def test_the_dashboard_shows_every_worker_and_api_metric() -> None:
     used = {SERIES[name] for _, expr in panel_exprs() for name in metric_names(expr)}
-    assert set(FAMILIES) - used == set()
+    ours = {name for name in FAMILIES if name.startswith("cdc_")}
+    assert ours - used == set()
+
+
+def test_the_dashboard_shows_memory_cpu_file_descriptors_and_uptime() -> None:
+    used = {SERIES[name] for _, expr in panel_exprs() for name in metric_names(expr)}
+    assert {
+        "process_resident_memory_bytes",
+        "process_cpu_seconds",
+        "process_open_fds",
+        "process_start_time_seconds",
+    } <= used
+
+
+def test_no_query_uses_the_old_status_label_or_per_file_positions() -> None:
+    queries = [expr for _, expr in panel_exprs() + alert_exprs()]
+    assert not [q for q in queries if "status" in q or "cdc_binlog_position{" in q]
 
 
 def test_the_dashboard_is_schema_39_on_the_provisioned_datasource() -> None:
@@ -192,32 +157,44 @@ def test_scrape_ports_match_the_settings_defaults() -> None:
     assert Settings.model_fields["api_port"].default == 8080
 
 
-def test_every_alert_has_a_severity_and_a_summary() -> None:
+def test_every_alert_has_a_severity_a_summary_and_a_runbook() -> None:
     rules = alert_rules()
     assert rules
     for rule in rules:
         assert rule["labels"]["severity"] in {"warning", "critical"}
         assert rule["annotations"]["summary"]
+        assert rule["annotations"]["runbook"]
 
 
-def test_alerts_cover_lag_silence_dead_letters_reconnects_and_api_errors() -> None:
+def test_alerts_cover_silence_staleness_lag_dead_letters_resyncs_and_api_errors() -> None:
     used = {SERIES[name] for _, expr in alert_exprs() for name in metric_names(expr)}
     assert {
-        "cdc_lag_seconds",
-        "cdc_seconds_since_last_event",
-        "cdc_dead_letters",
+        "up",
+        "cdc_api_worker_heartbeat_age_seconds",
+        "cdc_api_ready",
+        "cdc_source_behind_seconds",
+        "cdc_last_source_contact_timestamp_seconds",
+        "cdc_dead_letter_rows",
+        "cdc_dead_letters_stream_length",
+        "cdc_resyncs",
+        "cdc_snapshot_tickets_done",
+        "cdc_snapshot_tickets_total",
         "cdc_reconnects",
         "cdc_api_requests",
     } <= used
 
 
-def test_compose_mounts_the_prometheus_config_where_its_rule_files_point() -> None:
+def test_rule_files_are_relative_so_they_resolve_in_a_checkout_and_in_the_container() -> None:
     prometheus = compose_services()["prometheus"]
     config_dir = bind_mounts(prometheus)["deploy/prometheus"]
+    # Prometheus resolves a relative rule file against the config file's folder: that is
+    # deploy/prometheus in a checkout and the folder compose mounts it at in the container.
     assert f"--config.file={config_dir}/prometheus.yml" in prometheus["command"]
-    for rule_file in load_yaml(PROMETHEUS)["rule_files"]:
-        assert rule_file.startswith(f"{config_dir}/")
-        assert (ROOT / "deploy/prometheus" / rule_file.removeprefix(f"{config_dir}/")).is_file()
+    rule_files = load_yaml(PROMETHEUS)["rule_files"]
+    assert rule_files == [ALERTS.name]
+    for rule_file in rule_files:
+        assert not rule_file.startswith("/")
+        assert (PROMETHEUS_DIR / rule_file).is_file()
     assert any(str(port).endswith(":9090") for port in prometheus["ports"])
 
 
