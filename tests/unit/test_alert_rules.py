@@ -15,7 +15,10 @@ from tests.monitoring import (
     RULE_TESTS,
     alert_exprs,
     alert_rules,
+    exposed_series,
     load_yaml,
+    metric_families,
+    metric_names,
     rule_test_cases,
 )
 
@@ -59,9 +62,12 @@ def test_the_api_error_ratio_leaves_the_probes_out() -> None:
 
 
 def test_counters_are_alerted_on_through_increase_or_rate() -> None:
+    families = metric_families()
+    series = exposed_series(families)
     for alert, expr in alert_exprs():
-        for counter in re.findall(r"cdc_[a-z_]+_total", expr):
-            assert re.search(rf"(increase|rate)\({counter}", expr), f"{alert}: raw {counter}"
+        for name in metric_names(expr):
+            if families.get(series[name]) == "counter":
+                assert re.search(rf"(increase|rate)\({name}\b", expr), f"{alert}: raw {name}"
 
 
 def test_the_stale_heartbeat_alert_reads_the_apis_gauge() -> None:
