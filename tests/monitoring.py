@@ -25,7 +25,7 @@ PROMETHEUS_DIR = ROOT / "deploy/prometheus"
 PROMETHEUS = PROMETHEUS_DIR / "prometheus.yml"
 ALERTS = PROMETHEUS_DIR / "alerts.yml"
 RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
-MONITORING_DOC = ROOT / "docs/monitoring.md"
+ALERTS_DOC = ROOT / "docs/operations.md"
 
 # Series names each metric type puts on the wire, as suffixes of the family name.
 EXPOSED_SUFFIXES = {

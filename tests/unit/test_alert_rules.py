@@ -11,7 +11,7 @@ import pytest
 
 from tests.monitoring import (
     ALERTS,
-    MONITORING_DOC,
+    ALERTS_DOC,
     RULE_TESTS,
     alert_exprs,
     alert_rules,
@@ -76,12 +76,12 @@ def test_the_stale_heartbeat_alert_reads_the_apis_gauge() -> None:
 
 
 @pytest.mark.parametrize("alert", ALERT_NAMES)
-def test_every_alert_has_a_section_in_the_monitoring_page(alert: str) -> None:
-    headings = re.findall(r"^#+ +(\S+)", MONITORING_DOC.read_text(), flags=re.MULTILINE)
-    assert alert in headings, f"docs/monitoring.md has no heading for {alert}"
+def test_every_alert_has_a_section_in_the_operations_page(alert: str) -> None:
+    headings = re.findall(r"^#+ +(\S+)", ALERTS_DOC.read_text(), flags=re.MULTILINE)
+    assert alert in headings, f"docs/operations.md has no heading for {alert}"
 
 
-def test_every_alert_links_its_section_of_the_monitoring_page() -> None:
+def test_every_alert_links_its_section_of_the_operations_page() -> None:
     for rule in alert_rules():
         runbook = rule["annotations"]["runbook"]
-        assert runbook == f"docs/{MONITORING_DOC.name}#{rule['alert'].lower()}"
+        assert runbook == f"docs/{ALERTS_DOC.name}#{rule['alert'].lower()}"
