@@ -47,6 +47,7 @@ NO_DATA_EXPECTED = {
     "copies 200 tickets in well under the 1 s scrape interval",
 }
 STOPPED_ALERT_TIMEOUT_S = 20.0
+DEAD_LETTER_SERIES = 'cdc_dead_letter_rows_total{table="tickets"}'
 LIVENESS_TIMEOUT_S = 2.0
 
 
@@ -189,6 +190,13 @@ def test_a_real_prometheus_evaluates_every_panel_and_alert_and_sees_the_worker_s
         try:
             wait_heartbeat(redis_url)
             wait_ok(f"{api_url}/healthz")
+            # A worker meets its first bad row long after its first scrape; here it could be
+            # within the first second, before Prometheus saw the counter at 0.
+            prometheus.wait_until(
+                "a scrape of the dead-letter counter at 0",
+                lambda: bool(prometheus.query(f"{DEAD_LETTER_SERIES} == 0").series),
+                15,
+            )
             with under_load(source_db, redis_url, api_url):
                 dead_letter_one_row(source_db)
                 run_resyncs(redis_url)
