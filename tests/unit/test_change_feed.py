@@ -36,7 +36,9 @@ def test_a_batch_that_writes_no_document_adds_no_entry() -> None:
 
 def test_one_entry_per_batch_lists_upserts_deletes_and_the_commit_position() -> None:
     h = base()
-    h.apply(insert(TICKETS, f.ticket(10)), insert(TICKETS, f.ticket(11)), insert(TICKETS, f.ticket(12)))
+    h.apply(
+        insert(TICKETS, f.ticket(10)), insert(TICKETS, f.ticket(11)), insert(TICKETS, f.ticket(12))
+    )
     h.apply(delete(TICKETS, f.ticket(11)), update(TICKETS, f.ticket(12), f.ticket(12, title="x")))
     first, second = (decode_entry(f"1-{n}", e) for n, e in enumerate(h.store.changes))
     assert (first.kind, first.upserted, first.deleted) == (KIND_CHANGES, (10, 11, 12), ())
