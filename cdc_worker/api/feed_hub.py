@@ -61,7 +61,8 @@ async def read_documents(client: aioredis.Redis, ids: Iterable[int]) -> dict[int
     found: dict[int, Document | None] = {}
     for start in range(0, len(wanted), HMGET_CHUNK):
         chunk = wanted[start : start + HMGET_CHUNK]
-        for ticket_id, raw in zip(chunk, await client.hmget(keys.DOCUMENTS, chunk), strict=True):
+        replies: list[Any] = await client.hmget(keys.DOCUMENTS, chunk)
+        for ticket_id, raw in zip(chunk, replies, strict=True):
             found[ticket_id] = None if raw is None else _document(raw)
     return found
 
@@ -73,15 +74,15 @@ def _document(raw: bytes) -> Document:
 
 async def newest_id(client: aioredis.Redis) -> str:
     """The id of the feed's last entry, or ``0-0`` when it has none."""
-    newest = await client.xrevrange(keys.CHANGES, count=1)
-    return newest[0][0].decode() if newest else NO_ENTRY
+    newest: Any = await client.xrevrange(keys.CHANGES, count=1)
+    return str(newest[0][0].decode()) if newest else NO_ENTRY
 
 
 async def is_trimmed(client: aioredis.Redis, after: str) -> bool:
     """True when entries right after ``after`` may have been trimmed away (see
     ``cdc_worker.store.feed.resume_is_trimmed``)."""
     try:
-        info = await client.xinfo_stream(keys.CHANGES)
+        info: Any = await client.xinfo_stream(keys.CHANGES)
     except RedisError:  # no stream: nothing was ever trimmed from it
         return False
     return _trimmed_from_info(after, info)
@@ -98,7 +99,7 @@ class Page:
 
 async def read_after(client: aioredis.Redis, after: str, count: int) -> Page:
     """Up to ``count`` entries after ``after`` from Redis, with their documents."""
-    replies = await client.xrange(keys.CHANGES, min=f"({after}", count=count)
+    replies: Any = await client.xrange(keys.CHANGES, min=f"({after}", count=count)
     if await is_trimmed(client, after):  # checked after the read: nothing lost in between
         return Page([], await newest_id(client))
     entries = [decode_entry(entry_id, fields) for entry_id, fields in replies]
@@ -166,7 +167,7 @@ class FeedHub:
                 await asyncio.sleep(1)  # the streams keep waiting; they time out to heartbeats
 
     async def _read(self, client: aioredis.Redis) -> None:
-        reply = await client.xread({keys.CHANGES: self.last}, count=READ_COUNT, block=BLOCK_MS)
+        reply: Any = await client.xread({keys.CHANGES: self.last}, count=READ_COUNT, block=BLOCK_MS)
         if await is_trimmed(client, self.last):  # the hub fell behind the cap: readers reload
             newest = await newest_id(client)
             self._publish([reset_item(newest)], newest)
