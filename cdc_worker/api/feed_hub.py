@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from cdc_worker.store import keys
@@ -29,6 +30,7 @@ WINDOW_DOCUMENTS = 20_000  # documents the hub keeps in memory (with their entri
 BLOCK_MS = 1000
 HMGET_CHUNK = 1000
 NO_ENTRY = "0-0"
+START_TIMEOUT_S = 5.0
 
 Facets = tuple[Any, Any, Any]  # department_id, status_id, assignee_id of a document
 
@@ -123,11 +125,15 @@ class FeedHub:
         self.client: aioredis.Redis | None = None
 
     async def start(self) -> None:
-        """Start following (once); returns when the hub knows the feed's last id."""
+        """Start following (once); returns when the hub knows the feed's last id. Raises
+        ``RedisConnectionError`` (the API answers 503) when Redis does not answer in time."""
         if self.task is None:
             self.client = aioredis.Redis.from_url(self.url, socket_timeout=None)
             self.task = asyncio.create_task(self._follow(self.client), name="feed-hub")
-        await self.started.wait()
+        try:
+            await asyncio.wait_for(self.started.wait(), START_TIMEOUT_S)
+        except TimeoutError:
+            raise RedisConnectionError("the change feed is not readable") from None
 
     async def close(self) -> None:
         """Stop following and close the hub's connection."""

@@ -19,16 +19,19 @@ from typing import Any
 
 import orjson
 import redis
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
+from cdc_worker.api.app import create_app
 from cdc_worker.devtools.loadgen import run_workload
 from cdc_worker.devtools.localservers import MariaDBServer, RedisServer
 from cdc_worker.devtools.seed import seed
 from cdc_worker.schema.models import Base
+from cdc_worker.settings import load_settings
 from cdc_worker.store import keys
-from tests.harness import spawn_worker, wait_streaming, wait_synced, worker_env
+from tests.harness import spawn_worker, wait_streaming, wait_synced, worker_env, worker_thread
 from tests.oracle import diff_documents, expected_documents
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -197,3 +200,20 @@ def check_resumes(engine: Any, url: str, consumer: LiveConsumer, data: st.DataOb
             ]
             assert resumed.reloads == len(resets)
         assert diff_documents(expected, decoded(resumed.docs)) == [], entry_id
+
+
+def test_with_the_feed_off_no_entry_is_written_and_the_routes_answer_404(
+    source_db: Any, redis_url: str
+) -> None:
+    seed(source_db.engine, 20, seed=2)
+    with worker_thread(source_db.cdc_url, redis_url, changes=False):
+        wait_synced(source_db.engine, redis_url)
+        with source_db.engine.begin() as conn:
+            conn.execute(text("UPDATE tickets SET title='no feed' WHERE id=1"))
+        wait_synced(source_db.engine, redis_url)
+    with redis.Redis.from_url(redis_url) as client:
+        assert client.exists(keys.CHANGES) == 0
+    off = load_settings(redis_url=redis_url, changes=False)
+    with TestClient(create_app(off)) as api:
+        for path in ("/tickets/changes", "/tickets/events", "/board?department_id=1"):
+            assert api.get(path).status_code == 404, path
