@@ -91,6 +91,11 @@ async def subscriber(port: int, arrivals: dict[int, list[float]], ready: asyncio
         b"GET /tickets/events HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n"
     )
     await writer.drain()
+    status = await reader.readline()
+    if b" 200 " not in status:
+        raise RuntimeError(f"event stream refused: {status!r}")
+    while (line := await reader.readline()) and not line.startswith(b"retry:"):
+        pass  # headers, then the stream's first line: it is registered from here on
     ready.set()
     marker = b'"title":"probe-'
     while line := await reader.readline():
@@ -116,9 +121,12 @@ async def probe_latency(
     tasks = []
     for _ in range(subscribers):
         ready = asyncio.Event()
-        tasks.append(asyncio.create_task(subscriber(api_port, arrivals, ready)))
-        await ready.wait()
-    await asyncio.sleep(1.0)  # every stream registered with the API
+        task = asyncio.create_task(subscriber(api_port, arrivals, ready))
+        tasks.append(task)
+        waiting = asyncio.create_task(ready.wait())
+        await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # the stream was refused: say why
     latencies: list[float] = []
     for number in range(offset, offset + probes):
         committed = await asyncio.to_thread(commit_probe, mariadb.port, mariadb.database, number)
@@ -162,7 +170,7 @@ def delivery_latency(mariadb: MariaDBServer, redis_url: str, probes: int) -> dic
                 log(f"feed latency, {count} subscribers: {found[f'{count} subscribers']}")
         finally:
             api.terminate()
-            api.wait(30)
+            api.wait(60)
     return found
 
 
