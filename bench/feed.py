@@ -60,6 +60,9 @@ class FeedResult:
     documents_checked: int = 0
     differences: dict[str, int] = field(default_factory=dict)
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    # on/off within each repeat (the two runs back to back): less exposed to the machine's
+    # load drifting between repeats than the ratio of medians.
+    pair_ratios: list[float] = field(default_factory=list)
 
 
 def catchup_on_off(backlog: Backlog, transactions: int, repeats: int) -> FeedResult:
@@ -81,6 +84,9 @@ def catchup_on_off(backlog: Backlog, transactions: int, repeats: int) -> FeedRes
     summaries = {name: spread.summary() for name, spread in spreads.items()}
     result = FeedResult(transactions, repeats, summaries, ratio(summaries[ON], summaries[OFF]))
     result.documents_checked, result.differences = len(backlog.expected), worst
+    result.pair_ratios = [
+        on / off for on, off in zip(spreads[ON].runs, spreads[OFF].runs, strict=True)
+    ]
     return result
 
 
@@ -201,7 +207,12 @@ def main() -> None:
     parser.add_argument("--transactions", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--probes", type=int, default=30)
+    parser.add_argument("--latency-only", action="store_true")
     args = parser.parse_args()
+    if args.latency_only:
+        with servers("feed-latency") as (mariadb, redis_server):
+            print(json.dumps(delivery_latency(mariadb, redis_server.url, args.probes), indent=2))
+        return
     with servers("feed") as (mariadb, redis_server), servers("feed-latency") as latency:
         result = measure(
             mariadb, redis_server, args.transactions, args.repeats, args.probes, latency

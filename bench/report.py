@@ -400,7 +400,8 @@ def feed_section(feed: dict[str, Any]) -> str:
         [
             "## feed\n\n" + text,
             table(["catch-up", "tx/s (median)", "min", "max"], rates),
-            f"Feed on / feed off: **{times(feed['on_off_ratio'])}**.",
+            f"Feed on / feed off: **{times(feed['on_off_ratio'])}** (ratio of medians); "
+            "within each repeat: " + ", ".join(times(r) for r in feed.get("pair_ratios", [])) + ".",
             table(["COMMIT -> SSE client", "p50 ms", "p99 ms", "max ms", "samples"], latency),
         ]
     )

@@ -98,6 +98,13 @@ def _data(op: str, ticket_id: int | None, position: str, document: bytes = b"nul
 def sse_block(item: Item, view: View) -> bytes:
     """The SSE text of one entry; the last event carries the entry id (or, when the entry
     means nothing for the view, an event without data: it moves ``Last-Event-ID`` only)."""
+    found = item.rendered.get(view)
+    if found is None:
+        found = item.rendered[view] = _render(item, view)
+    return found
+
+
+def _render(item: Item, view: View) -> bytes:
     events = events_of(item, view)
     parts = [b"event: %b\ndata: %b\n\n" % (name.encode(), data) for name, _, data in events]
     id_line = b"id: %b\n" % item.entry.entry_id.encode()
@@ -209,10 +216,10 @@ async def _stream(
     request.app.state.open_streams += 1
     try:
         yield b"retry: 1000\n\n"
-        position = start
+        position, key = start, parse_entry_id(start)
         while True:
-            if hub.covers(position):
-                items = await hub.wait(position, heartbeat_s)
+            if hub.covers(key):
+                items = await hub.wait(key, heartbeat_s)
             else:  # behind the hub's window: catch up from Redis
                 page = await read_after(request.app.state.redis, position, CATCH_UP_COUNT)
                 items = page.items or [reset_item(page.trimmed_to or hub.last)]
@@ -220,7 +227,7 @@ async def _stream(
                 yield b": keep-alive\n\n"
             for item in items:
                 yield sse_block(item, view)
-                position = item.entry.entry_id
+                position, key = item.entry.entry_id, item.key
     finally:
         request.app.state.open_streams -= 1
 

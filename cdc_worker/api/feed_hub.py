@@ -13,7 +13,7 @@ import asyncio
 import bisect
 import contextlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -49,6 +49,12 @@ class Item:
 
     entry: FeedEntry
     docs: dict[int, Document | None]
+    # Its SSE text by view, rendered once however many streams show the same view.
+    rendered: dict[Any, bytes] = field(default_factory=dict)
+    key: tuple[int, int] = (0, 0)  # the entry id, parsed once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", parse_entry_id(self.entry.entry_id))
 
 
 def reset_item(entry_id: str) -> Item:
@@ -116,7 +122,7 @@ class FeedHub:
         self.url = url
         self.items: list[Item] = []
         self.ids: list[tuple[int, int]] = []  # parsed ids of ``items``, for bisect
-        self.floor = NO_ENTRY  # ``items`` hold every entry after this one
+        self.floor_key = (0, 0)  # ``items`` hold every entry after this one
         self.last = NO_ENTRY
         self.window_docs = 0
         self.published = asyncio.Event()
@@ -144,21 +150,22 @@ class FeedHub:
         if self.client is not None:
             await self.client.aclose()
 
-    def covers(self, after: str) -> bool:
-        """True when every entry after ``after`` is (or will be) held in memory."""
-        return parse_entry_id(after) >= parse_entry_id(self.floor)
+    def covers(self, after: tuple[int, int]) -> bool:
+        """True when every entry after ``after`` (a parsed id) is (or will be) held here."""
+        return after >= self.floor_key
 
-    def items_after(self, after: str) -> list[Item]:
+    def items_after(self, after: tuple[int, int]) -> list[Item]:
         """The held entries after ``after`` (which ``covers``)."""
-        return self.items[bisect.bisect_right(self.ids, parse_entry_id(after)) :]
+        return self.items[bisect.bisect_right(self.ids, after) :]
 
-    async def wait(self, after: str, timeout_s: float) -> list[Item]:
+    async def wait(self, after: tuple[int, int], timeout_s: float) -> list[Item]:
         """Entries after ``after`` (which ``covers``), waiting up to ``timeout_s`` for one."""
         published = self.published
         found = self.items_after(after)
         if not found:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(published.wait(), timeout_s)
+                async with asyncio.timeout(timeout_s):  # no task per waiter, unlike wait_for
+                    await published.wait()
             found = self.items_after(after) if self.covers(after) else []
         return found
 
@@ -166,7 +173,8 @@ class FeedHub:
         while True:
             try:
                 if not self.started.is_set():
-                    self.floor = self.last = await newest_id(client)
+                    self.last = await newest_id(client)
+                    self.floor_key = parse_entry_id(self.last)
                     self.started.set()
                 await self._read(client)
             except RedisError:
@@ -187,12 +195,12 @@ class FeedHub:
 
     def _publish(self, items: list[Item], last: str) -> None:
         self.items += items
-        self.ids += [parse_entry_id(item.entry.entry_id) for item in items]
+        self.ids += [item.key for item in items]
         self.window_docs += sum(len(item.docs) + 1 for item in items)
         self.last = last
         if self.window_docs > WINDOW_DOCUMENTS:  # drop the older half of the window
             half = len(self.items) // 2 or 1
-            self.floor = self.items[half - 1].entry.entry_id
+            self.floor_key = self.items[half - 1].key
             self.window_docs -= sum(len(item.docs) + 1 for item in self.items[:half])
             del self.items[:half], self.ids[:half]
         published, self.published = self.published, asyncio.Event()
