@@ -63,17 +63,23 @@ class FeedResult:
     # on/off within each repeat (the two runs back to back): less exposed to the machine's
     # load drifting between repeats than the ratio of medians.
     pair_ratios: list[float] = field(default_factory=list)
+    # CPU seconds of this process (the worker's thread, mostly) per catch-up: less exposed
+    # than wall time to other jobs on the machine.
+    cpu_s: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def catchup_on_off(backlog: Backlog, transactions: int, repeats: int) -> FeedResult:
     spreads = {ON: Spread(), OFF: Spread()}
+    cpu = {ON: Spread(), OFF: Spread()}
     worst = {ON: 0, OFF: 0}
     client = redis.Redis.from_url(backlog.redis_url)
     for index in range(repeats):
         for name in (ON, OFF) if index % 2 == 0 else (OFF, ON):
             restore_redis(client, backlog.saved)
             settings = backlog.settings("specialized").model_copy(update={"changes": name == ON})
+            cpu_started = time.process_time()
             seconds = worker_catchup(settings, backlog.end)
+            cpu[name].add(time.process_time() - cpu_started)
             spreads[name].add(transactions / seconds)
             worst[name] = max(worst[name], differences(backlog, client))
         log(
@@ -84,6 +90,7 @@ def catchup_on_off(backlog: Backlog, transactions: int, repeats: int) -> FeedRes
     summaries = {name: spread.summary() for name, spread in spreads.items()}
     result = FeedResult(transactions, repeats, summaries, ratio(summaries[ON], summaries[OFF]))
     result.documents_checked, result.differences = len(backlog.expected), worst
+    result.cpu_s = {name: spread.summary() for name, spread in cpu.items()}
     result.pair_ratios = [
         on / off for on, off in zip(spreads[ON].runs, spreads[OFF].runs, strict=True)
     ]
