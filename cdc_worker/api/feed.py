@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import orjson
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 
 from cdc_worker.api.feed_hub import FeedHub, Item, Page, read_after, reset_item
@@ -139,7 +140,9 @@ def add_feed_routes(app: FastAPI, settings: Settings) -> None:
         last_event_id: Annotated[str | None, Header(max_length=41)] = None,
     ) -> StreamingResponse:
         _feed_on(settings)
-        start = _entry_id(last_event_id or after)
+        start = _entry_id(after)
+        if last_event_id is not None:
+            start = _entry_id(last_event_id, ("header", "last-event-id"))
         if request.app.state.open_streams >= settings.api_max_streams:
             raise HTTPException(503, "too many open event streams")
         hub: FeedHub = request.app.state.feed_hub
@@ -183,13 +186,15 @@ def _feed_on(settings: Settings) -> None:
         raise HTTPException(404, "the change feed is off (CDC_CHANGES=off)")
 
 
-def _entry_id(text: str | None) -> str | None:
+def _entry_id(text: str | None, where: tuple[str, str] = ("query", "after")) -> str | None:
+    """The id normalized; a 422 shaped like FastAPI's own when it is out of range."""
     if text is None:
         return None
     try:
         ms, seq = parse_entry_id(text)
     except ValueError:
-        raise HTTPException(422, "not a feed entry id") from None
+        error = {"type": "value_error", "loc": where, "msg": "not a feed entry id", "input": text}
+        raise RequestValidationError([error]) from None
     return f"{ms}-{seq}"
 
 
