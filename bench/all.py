@@ -23,7 +23,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from bench import api, catchup, fanout, ha, latency, memory, resync
+from bench import api, catchup, fanout, feed, ha, latency, memory, resync
 from bench.charts import render_charts
 from bench.common import log, servers
 from bench.report import render_markdown
@@ -143,6 +143,16 @@ def run_api(mode: Mode) -> Any:
         )
 
 
+def run_feed(mode: Mode) -> Any:
+    # A tenth of the catch-up backlog: the feed's cost shows at any size, and two decoders'
+    # worth of repeats run already in the catch-up scenario.
+    with servers("feed") as (mariadb, redis_server), servers("feed-latency") as latency_pair:
+        transactions = max(mode.catchup_transactions // 10, 1000)
+        repeats = max(mode.catchup_repeats, 3)
+        probes = 30 if mode.name == "full" else 10
+        return feed.measure(mariadb, redis_server, transactions, repeats, probes, latency_pair)
+
+
 def run_memory(mode: Mode) -> Any:
     with servers("memory") as (mariadb, redis_server):
         return memory.measure(mariadb, redis_server, mode.large_transaction_rows)
@@ -158,6 +168,7 @@ SCENARIOS: dict[str, Callable[[Mode], Any]] = {
     "latency": run_latency,
     "fanout": run_fanout,
     "api": run_api,
+    "feed": run_feed,
     "memory": run_memory,
     "ha": run_ha,
     "resync": run_resync,

@@ -66,6 +66,11 @@ def target_rows(results: dict[str, Any]) -> list[Row]:
             value = size["ratios"].get(f"{RESYNC_JOB} / {RESYNC_BARE}")
             label = f"full resync at {size['tickets']:,} tickets ≥ 0.5x {RESYNC_BARE}"
             rows.append(verdict(label, value, 0.5))
+    feed = results.get("feed")
+    if not failed(feed):
+        assert isinstance(feed, dict)
+        label = "catch-up with the change feed on ≥ 0.9x off"
+        rows.append(verdict(label, feed.get("on_off_ratio"), 0.9))
     api = results.get("api")
     if not failed(api):
         assert isinstance(api, dict)
@@ -372,6 +377,36 @@ def profiles_section(results: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def feed_section(feed: dict[str, Any]) -> str:
+    """bench/feed.py: catch-up with the change feed on vs. off, and SSE delivery latency."""
+    text = (
+        "The worker (specialized decoder, in this process) catches up the same backlog of "
+        f"{feed['transactions']:,} transactions with `CDC_CHANGES=on` and `off`, alternating, "
+        f"{feed['repeats']} repeat(s); the read model equals SQL after every run "
+        f"(worst differences: {feed['differences']}). Delivery: `cdc-worker api` and "
+        "`cdc-worker run` in their own processes; the clock starts when COMMIT of a title "
+        "change returns and stops when an SSE client (asyncio, in the bench process) reads "
+        "the event; every subscriber of every probe is a sample."
+    )
+    rates = [
+        [name, number(median(summary)), number(summary["min"]), number(summary["max"])]
+        for name, summary in feed["transactions_per_s"].items()
+    ]
+    latency = [
+        [name, number(v["p50"], 1), number(v["p99"], 1), number(v["max"], 1), str(v["samples"])]
+        for name, v in feed.get("latency_ms", {}).items()
+    ]
+    return "\n\n".join(
+        [
+            "## feed\n\n" + text,
+            table(["catch-up", "tx/s (median)", "min", "max"], rates),
+            f"Feed on / feed off: **{times(feed['on_off_ratio'])}** (ratio of medians); "
+            "within each repeat: " + ", ".join(times(r) for r in feed.get("pair_ratios", [])) + ".",
+            table(["COMMIT -> SSE client", "p50 ms", "p99 ms", "max ms", "samples"], latency),
+        ]
+    )
+
+
 SECTIONS: list[tuple[str, Callable[[Any], str]]] = [
     ("catchup", catchup_section),
     ("latency", latency_section),
@@ -379,6 +414,7 @@ SECTIONS: list[tuple[str, Callable[[Any], str]]] = [
     ("resync", resync_section),
     ("api", api_section),
     ("ha", ha_section),
+    ("feed", feed_section),
 ]
 
 

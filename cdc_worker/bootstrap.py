@@ -182,7 +182,8 @@ def bootstrap(settings: Settings, info: ServerInfo, stopping: threading.Event | 
     engine = mysql_engine(settings)
     metrics = WorkerMetrics()
     lease = Lease(client, settings.leader_lease_s)
-    store = RedisStore(client, settings.dead_letter_max_len, lease)
+    feed_max_len = settings.changes_max_len if settings.changes else None
+    store = RedisStore(client, settings.dead_letter_max_len, lease, feed_max_len)
     snapshotter = Snapshotter(
         engine,
         store,

@@ -89,6 +89,19 @@ class Settings(BaseSettings):
     reconnect_backoff_max_s: float = Field(default=10.0, gt=0)
     snapshot_chunk_rows: int = Field(default=2000, ge=1, le=100_000)
     dead_letter_max_len: int = Field(default=10_000, ge=1)
+    changes: bool = Field(
+        default=True,
+        description="Change feed (on|off): one stream entry per atomic write of documents.",
+    )
+    changes_max_len: int = Field(
+        default=100_000, ge=1, description="Approximate cap of the change-feed stream."
+    )
+    api_max_streams: int = Field(
+        default=1000, ge=1, description="Concurrent /tickets/events streams; 503 beyond."
+    )
+    api_stream_heartbeat_s: float = Field(
+        default=15.0, gt=0, le=300, description="Idle /tickets/events streams send a comment."
+    )
     api_host: str = Field(default="127.0.0.1", description="Read API listen address.")
     api_port: int = Field(default=8080, ge=1, le=65535, description="Read API port.")
     api_max_ids: int = Field(default=100, ge=1, le=1000, description="Max ids per batch read.")

@@ -47,7 +47,7 @@ STRING_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 # short range (what the real-Prometheus test queries).
 GRAFANA_VARIABLES = {"$__rate_interval": "10s", "$__interval": "1s", "$__range": "1m"}
 PROMTOOL_HINT = (
-    "promtool is missing: run scripts/ensure-servers --with-prometheus (as root it installs "
+    "promtool is missing: run scripts/ensure-servers --for-tests (as root it installs "
     "Debian's `prometheus` package, which brings prometheus and promtool) or "
     "`sudo apt-get install -y prometheus`"
 )

@@ -1,7 +1,7 @@
 """A private Prometheus for tests: Debian's binary with our config, data folder and free port,
 scraping every second, queried through its HTTP API.
 
-The binary comes from Debian's `prometheus` package (`scripts/ensure-servers --with-prometheus`
+The binary comes from Debian's `prometheus` package (`scripts/ensure-servers --for-tests`
 installs it); a missing binary fails with how to install it, it never skips.
 """
 

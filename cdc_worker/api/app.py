@@ -14,6 +14,8 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cdc_worker.api.admin import add_admin_routes
+from cdc_worker.api.board import add_board_routes
+from cdc_worker.api.feed import add_feed_routes
 from cdc_worker.api.limits import BodyLimit, HeaderLimits
 from cdc_worker.api.metrics import UNCOUNTED_PATHS, ApiMetrics
 from cdc_worker.api.models import Readiness, TicketBatch, TicketPage
@@ -72,6 +74,8 @@ def create_app(settings: Settings, client: aioredis.Redis | None = None) -> Fast
     # admin token guard around it, then the header limits, and the metrics see every answer.
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     add_admin_routes(app, settings)
+    add_feed_routes(app, settings)
+    add_board_routes(app, settings)
     _instrument(app, metrics)
     _register_schemas(app, (TicketBatch, TicketPage))
     return app

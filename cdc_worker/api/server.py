@@ -84,5 +84,6 @@ def serve(app: FastAPI, settings: Settings, host: str, port: int) -> None:
         "limit_concurrency": settings.api_max_connections,
         "timeout_keep_alive": settings.api_keep_alive_s,
         "backlog": 2048,
+        "timeout_graceful_shutdown": 5,  # open event streams end then; browsers reconnect
     }
     uvicorn.run(app, **options)

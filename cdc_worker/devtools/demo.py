@@ -133,6 +133,7 @@ def _print_summary(
     print(f"  Redis:  {env['CDC_REDIS_URL']}")
     redis_port = env["CDC_REDIS_URL"].rsplit(":", 1)[-1].split("/")[0]
     print(f"  API:    {api_url}   (OpenAPI docs: {api_url}/docs)")
+    print(f"  live board (open it, then change tickets in MySQL): {api_url}/board?department_id=1")
     print(f"  worker metrics: http://127.0.0.1:{env['CDC_WORKER_HTTP_PORT']}/metrics")
     print("try:")
     print(f"  curl -s {api_url}/tickets/1")
@@ -140,6 +141,7 @@ def _print_summary(
     print(f"  curl -s '{api_url}/tickets?status_id=1&limit=5'")
     print(f"  curl -s '{api_url}/tickets?requester_email=<an email from a document>'")
     print(f"  curl -s {api_url}/readyz")
+    print(f"  curl -sN {api_url}/tickets/events      (live changes, Server-Sent Events)")
     print(f"  redis-cli -p {redis_port} -n 1 HGET tickets 1")
     _print_access(env)
     print("Ctrl-C stops the worker and the servers.")

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from cdc_worker.checkpoint import Checkpoint
 from cdc_worker.errors import StoreError
+from cdc_worker.store.feed import entry_fields
 from cdc_worker.store.jobs import Job
 from projections.projector import DeadLetter, StoreOps
 from projections.state import (
@@ -82,6 +83,7 @@ class MemoryStore:
     index: dict[IndexKey, set[int]] = field(default_factory=dict)
     lookups: dict[str, dict[str, int]] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    changes: list[dict[str, str]] = field(default_factory=list)  # the change feed's entries
     checkpoint: Checkpoint | None = None
 
     def load_checkpoint(self) -> Checkpoint | None:
@@ -137,6 +139,9 @@ class MemoryStore:
                 self.refs[kind].pop(ref_id, None)
         self._commit_indexes(ops)
         self.dead_letters.extend(ops.dead_letters)
+        entry = entry_fields(ops, str(checkpoint.position) if checkpoint else "")
+        if entry is not None:
+            self.changes.append(entry)
         if checkpoint is not None:
             self.checkpoint = checkpoint
 

@@ -13,6 +13,7 @@ import redis
 
 from cdc_worker.checkpoint import Checkpoint
 from cdc_worker.store import keys
+from cdc_worker.store.feed import KIND_RESET, entry_fields
 from cdc_worker.store.index_encoding import INDEX_FORMAT
 from cdc_worker.store.interface import FenceLost, ReadModelLost
 from cdc_worker.store.jobs import Job, save_ops
@@ -27,7 +28,8 @@ READ_CHUNK = 5000
 # does not exist in Redis, so it means "no documents" rather than an error. Refused (0) when
 # the checkpoint moved, (-1) when fewer staged writes arrived than the builder made: Redis
 # restarted or was flushed while it built (a restarted Redis also has no checkpoint), or (-2)
-# when the generation's number is not the caller's (see ``keys.builder``).
+# when the generation's number is not the caller's (see ``keys.builder``). With the change
+# feed on (ARGV[5] its cap), the swap appends the feed's ``reset`` entry in the same step.
 SWAP_SCRIPT = """
 local live, staging, retired, checkpoint, writes = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local current = redis.call('GET', checkpoint)
@@ -49,6 +51,9 @@ if redis.call('EXISTS', staging) == 1 then
   redis.call('RENAME', staging, live)
 end
 redis.call('SET', checkpoint, ARGV[1])
+if ARGV[5] ~= '' then
+  redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[5], '*', 'kind', ARGV[6], 'pos', ARGV[7])
+end
 return 1
 """
 
@@ -72,11 +77,22 @@ class RedisStore:
     """``ReadModelStore`` on Redis. One client, pooled; nothing connects at import."""
 
     def __init__(
-        self, client: redis.Redis, dead_letter_max_len: int = 10_000, lease: Lease | None = None
+        self,
+        client: redis.Redis,
+        dead_letter_max_len: int = 10_000,
+        lease: Lease | None = None,
+        changes_max_len: int | None = None,
     ) -> None:
         self.client = client
         self.dead_letter_max_len = dead_letter_max_len
         self.lease = lease  # when set, a batch starts only while this worker holds it
+        self.changes_max_len = changes_max_len  # None: no change feed
+
+    def write_change(self, tx: Transaction, ops: StoreOps, position: str) -> None:
+        """Queue the change-feed entry of a write to the live documents, if it has one."""
+        fields = entry_fields(ops, position) if self.changes_max_len else None
+        if fields is not None and self.changes_max_len:
+            tx.xadd(keys.CHANGES, fields, maxlen=self.changes_max_len, approximate=True)
 
     def load_checkpoint(self) -> Checkpoint | None:
         raw = self.client.get(keys.CHECKPOINT)
@@ -153,17 +169,21 @@ class RedisStore:
         generation = checkpoint.generation
         swapped = self.client.eval(
             SWAP_SCRIPT,
-            6,
+            7,
             keys.DOCUMENTS,
             keys.staging_documents(generation),
             keys.retired_documents(generation),
             keys.CHECKPOINT,
             keys.staged_writes(generation),
             keys.builder(generation),
+            keys.CHANGES,
             checkpoint.encode(),
             b"" if expected is None else expected.encode(),
             "" if staged_writes is None else staged_writes,
             token or "",
+            self.changes_max_len or "",
+            KIND_RESET,
+            str(checkpoint.position),
         )
         if swapped == -2:
             raise FenceLost(f"generation {generation} is no longer ours (Redis restarted?)")
@@ -281,11 +301,12 @@ class RedisBatch:
         shadow: tuple[int, StoreOps] | None = None,
         job: Job | None = None,
     ) -> None:
-        """One MULTI/EXEC: the live generation, a resync's shadow generation (documents to
-        its staging hash), the job's progress and the checkpoint."""
+        """One MULTI/EXEC: the live generation, its change-feed entry, a resync's shadow
+        generation (documents to its staging hash), the job's progress and the checkpoint."""
         tx = Transaction()
         write_ops(tx, self.generation, ops, keys.DOCUMENTS)
         self.store.write_dead_letters(tx, ops)
+        self.store.write_change(tx, ops, str(checkpoint.position) if checkpoint else "")
         if shadow is not None:
             generation, shadow_ops = shadow
             write_ops(tx, generation, shadow_ops, keys.staging_documents(generation))

@@ -30,6 +30,7 @@ def test_the_demo_builds_a_live_read_model_and_shows_a_live_change(tmp_path: Pat
     assert "read model ready:" in result.stdout
     assert "a live UPDATE reached Redis in" in result.stdout
     assert "API:    http://127.0.0.1:" in result.stdout
+    assert "/board?department_id=1" in result.stdout
     assert "cdc-local-secret" not in result.stdout + result.stderr
 
 

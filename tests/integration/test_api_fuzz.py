@@ -93,6 +93,8 @@ def test_no_route_answers_5xx_or_breaks_its_schema(api_url: str) -> None:
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.path for op in operations} >= {"/tickets", "/tickets/{ticket_id}", "/readyz"}
     for operation in operations:
+        if operation.path == "/tickets/events":
+            continue  # an endless stream: tests/integration/test_live_events.py
         fuzz_operation(operation, examples=80)
 
 
