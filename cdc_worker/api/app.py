@@ -1,5 +1,6 @@
 """The read API: FastAPI over Redis only (never MySQL), documents served as stored."""
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +31,9 @@ from cdc_worker.store import keys
 from cdc_worker.store.connect import async_clients
 
 REDIS_TIMEOUT_S = 5
+# /readyz and /metrics answer within this even when Redis is frozen (probe and scrape
+# timeouts are a few seconds).
+PROBE_TIMEOUT_S = 2.0
 
 
 NO_TELEMETRY: TelemetryConfig = {
@@ -213,8 +217,15 @@ async def _readiness(
     """The readiness verdict from Redis; with ``view``, the worker gauges are updated too."""
     # On the shared pipelined connection: a busy pool must not read as "unreachable".
     single_reads: PipelinedReader = request.app.state.single_reads
+    # Bounded, so a frozen Redis cannot hold the probe or the scrape past their own timeouts
+    # (the gauges then vanish); shielded, so the pipelined call still takes its reply.
+    reading = asyncio.ensure_future(single_reads.call("MGET", keys.CHECKPOINT, keys.HEARTBEAT))
     try:
-        checkpoint, heartbeat = await single_reads.call("MGET", keys.CHECKPOINT, keys.HEARTBEAT)
+        checkpoint, heartbeat = await asyncio.wait_for(asyncio.shield(reading), PROBE_TIMEOUT_S)
+    except TimeoutError:
+        metrics.redis_errors.inc()
+        checkpoint = heartbeat = None
+        result = Verdict(False, (f"redis did not answer within {PROBE_TIMEOUT_S:g} s",))
     except RedisError as exc:
         metrics.redis_errors.inc()
         checkpoint = heartbeat = None

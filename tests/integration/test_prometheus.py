@@ -225,7 +225,7 @@ def test_a_real_prometheus_evaluates_every_panel_and_alert_and_sees_the_worker_s
             stop(api)
 
 
-def test_a_worker_whose_redis_freezes_fails_its_liveness_probe(
+def test_a_worker_whose_redis_freezes_fails_its_liveness_probe_and_the_api_says_not_ready(
     source_db: SourceDatabase, own_redis: RedisServer, tmp_path: Path
 ) -> None:
     seed(source_db.engine, 20, seed=2)
@@ -237,11 +237,14 @@ def test_a_worker_whose_redis_freezes_fails_its_liveness_probe(
         CDC_LIVENESS_TIMEOUT_S=str(LIVENESS_TIMEOUT_S),
     )
     worker = spawn_worker(env, tmp_path / "worker.log")
+    api_port = free_port()
+    api = start_api(env, api_port, tmp_path / "api.log")
     healthz = f"http://127.0.0.1:{port}/healthz"
     redis_pid = int(own_redis.pid_file.read_text())
     try:
         wait_heartbeat(own_redis.url)
         wait_ok(healthz)
+        wait_ok(f"http://127.0.0.1:{api_port}/readyz")
         os.kill(redis_pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
@@ -250,8 +253,23 @@ def test_a_worker_whose_redis_freezes_fails_its_liveness_probe(
                 time.sleep(0.1)
             assert answer.status_code == 503
             assert answer.text.strip(), "a 503 without a reason"
+            assert_the_api_scrape_answers_not_ready(api_port)
         finally:
             os.kill(redis_pid, signal.SIGCONT)
         wait_ok(healthz, timeout_s=30)
     finally:
         stop(worker)
+        stop(api)
+
+
+def assert_the_api_scrape_answers_not_ready(api_port: int) -> None:
+    """A frozen Redis must not hold the API's scrape past Prometheus's timeout (its gauges
+    would vanish): /metrics answers within 4 s, not ready, with the heartbeat's age."""
+    started = time.monotonic()
+    scrape = httpx.get(f"http://127.0.0.1:{api_port}/metrics", timeout=4).text
+    assert time.monotonic() - started < 4
+    assert "cdc_api_ready 0.0" in scrape
+    assert "cdc_api_worker_heartbeat_age_seconds " in scrape
+    readyz = httpx.get(f"http://127.0.0.1:{api_port}/readyz", timeout=4)
+    assert readyz.status_code == 503
+    assert "did not answer" in readyz.text
