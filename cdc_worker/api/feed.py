@@ -23,6 +23,7 @@ from fastapi.responses import StreamingResponse
 
 from cdc_worker.api.feed_hub import FeedHub, Item, Page, read_after, reset_item
 from cdc_worker.settings import Settings
+from cdc_worker.store.connect import async_follower
 from cdc_worker.store.feed import parse_entry_id
 
 JSON = "application/json"
@@ -243,7 +244,7 @@ def _wrap_lifespan(app: FastAPI, settings: Settings) -> None:
     @asynccontextmanager
     async def lifespan(app_: Any) -> AsyncIterator[Any]:
         async with inner(app_) as state:
-            hub = FeedHub(settings.redis_url.get_secret_value())
+            hub = FeedHub(lambda: async_follower(settings))
             app.state.feed_hub = hub
             try:
                 yield state

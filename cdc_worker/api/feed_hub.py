@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,8 +118,8 @@ async def read_after(client: aioredis.Redis, after: str, count: int) -> Page:
 class FeedHub:
     """Follows the feed for every stream of this process."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, connect: Callable[[], aioredis.Redis]) -> None:
+        self.connect = connect
         self.items: list[Item] = []
         self.ids: list[tuple[int, int]] = []  # parsed ids of ``items``, for bisect
         self.floor_key = (0, 0)  # ``items`` hold every entry after this one
@@ -134,7 +134,7 @@ class FeedHub:
         """Start following (once); returns when the hub knows the feed's last id. Raises
         ``RedisConnectionError`` (the API answers 503) when Redis does not answer in time."""
         if self.task is None:
-            self.client = aioredis.Redis.from_url(self.url, socket_timeout=None)
+            self.client = self.connect()
             self.task = asyncio.create_task(self._follow(self.client), name="feed-hub")
         try:
             await asyncio.wait_for(self.started.wait(), START_TIMEOUT_S)

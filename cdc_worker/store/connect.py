@@ -85,6 +85,19 @@ def async_clients(
     return primary, sentinel.slave_for(name, **options)
 
 
+def async_follower(settings: Settings) -> aioredis.Redis:
+    """A client for one blocking reader (``XREAD BLOCK``): no socket timeout, the primary
+    found through the Sentinels when they are configured (the feed is written there)."""
+    url = settings.redis_url.get_secret_value()
+    if not settings.sentinels:
+        return aioredis.Redis.from_url(url, socket_timeout=None)
+    options = {"socket_timeout": None, **url_options(url)}
+    client: aioredis.Redis = async_sentinel(settings).master_for(
+        settings.redis_sentinel_service, **options
+    )
+    return client
+
+
 async def read_address(sentinel: aiosentinel.Sentinel, service: str, replica: bool) -> Any:
     """Where the next read connection goes: a random live replica when asked and one is
     listed, else the primary."""

@@ -36,7 +36,9 @@ DOM_TIMEOUT_MS = 20_000
 
 @pytest.fixture
 def board(source_db: SourceDatabase, redis_url: str) -> Iterator[tuple[Page, SourceDatabase]]:
-    assert Path(CHROMIUM).exists(), "install Debian's chromium (scripts/ensure-servers --for-tests does)"
+    assert Path(CHROMIUM).exists(), (
+        "install Debian's chromium (scripts/ensure-servers --for-tests does)"
+    )
     seed(source_db.engine, 60, seed=5)
     with worker_thread(source_db.cdc_url, redis_url):
         wait_synced(source_db.engine, redis_url)

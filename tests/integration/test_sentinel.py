@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from sqlalchemy import Engine, text
@@ -51,6 +52,27 @@ def primary_url(group: RedisGroup) -> str:
     return f"redis://127.0.0.1:{group.primary_port()}/1"
 
 
+def _a_live_event_arrives_from_the_promoted_primary(
+    api: ApiProcess, engine: Engine, group: RedisGroup
+) -> None:
+    """The API's change-feed follower finds the primary through the Sentinels too: after the
+    failovers, a title changed in MariaDB reaches an SSE client."""
+    ticket_id = int(redis.Redis.from_url(primary_url(group)).hkeys(keys.DOCUMENTS)[0])
+    deadline_s = time.monotonic() + 30
+    url = f"http://127.0.0.1:{api.port}/tickets/events"
+    with httpx.stream("GET", url, timeout=10) as response:
+        assert response.status_code == 200
+        with engine.begin() as connection:
+            connection.execute(
+                text("UPDATE tickets SET title = 'seen through sentinel' WHERE id = :id"),
+                {"id": ticket_id},
+            )
+        for line in response.iter_lines():
+            if line.startswith("data:") and "seen through sentinel" in line:
+                return
+            assert time.monotonic() < deadline_s, "no event from the promoted primary in 30 s"
+
+
 def test_three_redis_failovers_mid_workload_lose_and_double_nothing(
     source_db: SourceDatabase, redis_group: RedisGroup, tmp_path: Path
 ) -> None:
@@ -82,6 +104,7 @@ def test_three_redis_failovers_mid_workload_lose_and_double_nothing(
         writer.join(60)
         reader.join(60)
         wait_synced(source_db.engine, primary_url(redis_group), timeout_s=120)
+        _a_live_event_arrives_from_the_promoted_primary(api, source_db.engine, redis_group)
     finally:
         writer.stop.set()
         reader.stop.set()
