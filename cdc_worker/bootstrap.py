@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import pymysql
@@ -13,14 +13,14 @@ import redis
 import sqlalchemy.exc
 import structlog
 from sqlalchemy import Engine, create_engine, make_url
-from sqlalchemy.dialects.mysql.pymysql import MySQLDialect_pymysql
 
 from cdc_worker.errors import CdcError, ServerUnreachable
 from cdc_worker.observability.metrics import WorkerMetrics
 from cdc_worker.settings import Settings
 from cdc_worker.snapshots.resyncer import Resyncer
 from cdc_worker.snapshots.snapshotter import Snapshotter
-from cdc_worker.source.checks import ServerInfo, check_source, connect_error
+from cdc_worker.source.checks import ServerInfo, connect_error
+from cdc_worker.source.failover import SourceList, config_for, inspect_server, tls_options
 from cdc_worker.source.stream import SourceConfig
 from cdc_worker.store import connect
 from cdc_worker.store.connection import redis_address, redis_error
@@ -75,30 +75,27 @@ def mysql_engine(settings: Settings) -> Engine:
 def mysql_tls(settings: Settings) -> dict[str, Any] | None:
     """pymysql's ``ssl`` options from the URL's ``ssl_ca``/``ssl_cert``/``ssl_key``/
     ``ssl_check_hostname`` parameters, read the way SQLAlchemy reads them for snapshots."""
-    _, options = MySQLDialect_pymysql().create_connect_args(settings.mysql)
-    tls = options.get("ssl")
-    return dict(tls) if tls else None
+    return tls_options(settings.mysql)
 
 
 def inspect_source(settings: Settings) -> ServerInfo:
-    """Connect once and check binlog settings and grants; raises with what to change."""
-    url = settings.mysql
-    where = f"{url.username}@{url.host or '127.0.0.1'}:{url.port or 3306}"
-    try:
-        connection = pymysql.connect(
-            host=url.host or "127.0.0.1",
-            port=url.port or 3306,
-            user=url.username or "",
-            password=url.password or "",
-            connect_timeout=10,
-            ssl=mysql_tls(settings),
-        )
-    except pymysql.err.MySQLError as exc:
-        raise connect_error(exc, where, url.database or "", "CDC_MYSQL_URL") from None
-    try:
-        return check_source(connection, url.database or "", where.rpartition("@")[2])
-    finally:
-        connection.close()
+    """Connect and check binlog settings and grants; raises with what to change. With
+    failover URLs, an unreachable server is passed over for the next one, in order; when
+    none answers, ServerUnreachable (worth waiting for)."""
+    urls = settings.source_urls
+    first_error: ServerUnreachable | None = None
+    for index, url in enumerate(urls):
+        label = "CDC_MYSQL_URL" if index == 0 else "CDC_MYSQL_FAILOVER_URLS"
+        try:
+            info = inspect_server(url, label, needs_gtid=len(urls) > 1)
+        except ServerUnreachable as exc:
+            first_error = first_error or exc
+            continue
+        return replace(info, source_index=index)
+    assert first_error is not None
+    if len(urls) > 1:
+        raise ServerUnreachable(f"{first_error}; no server of CDC_MYSQL_FAILOVER_URLS answered")
+    raise first_error
 
 
 def server_problem(exc: BaseException, settings: Settings, admin: bool) -> CdcError | None:
@@ -179,7 +176,9 @@ def bootstrap(settings: Settings, info: ServerInfo, stopping: threading.Event | 
     """Wire the worker: Redis store, snapshotter, binlog source, metrics; ``stopping`` (set
     by a signal) makes the worker return."""
     client = redis_client(settings)
-    engine = mysql_engine(settings)
+    urls = settings.source_urls
+    sources = SourceList(urls, settings.source_failover_after_s, info.source_index)
+    engine = sources.follow(mysql_engine(settings))
     metrics = WorkerMetrics()
     lease = Lease(client, settings.leader_lease_s)
     feed_max_len = settings.changes_max_len if settings.changes else None
@@ -202,7 +201,7 @@ def bootstrap(settings: Settings, info: ServerInfo, stopping: threading.Event | 
         store,
         snapshotter,
         resyncer,
-        source_config(settings, info),
+        config_for(source_config(settings, info), sources.url, info),
         metrics,
         settings.reconnect_backoff_max_s,
         settings.fan_out_step_tickets,
@@ -211,6 +210,7 @@ def bootstrap(settings: Settings, info: ServerInfo, stopping: threading.Event | 
         settings.liveness_timeout_s,
         settings.source_head_poll_s,
         lease,
+        sources,
     )
     settle_heap()
     return App(settings, client, engine, metrics, worker)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import unquote_plus, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -37,6 +37,19 @@ class Settings(BaseSettings):
         default=SecretStr("mysql+pymysql://cdc:cdc@127.0.0.1:3306/helpdesk"),
         description="SQLAlchemy URL of the source database (user needs REPLICATION SLAVE, "
         "REPLICATION CLIENT and SELECT).",
+    )
+    mysql_failover_urls: SecretStr = Field(
+        default=SecretStr(""),
+        description="Other servers of CDC_MYSQL_URL's replication topology (comma-separated "
+        "URLs of the same form and database), tried in order when the one in use stays "
+        "unreachable; the worker resumes on them by GTID.",
+    )
+    source_failover_after_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Seconds the source in use must stay unreachable before the worker "
+        "switches to the next server of CDC_MYSQL_FAILOVER_URLS.",
     )
     admin_mysql_url: SecretStr | None = Field(
         default=None,
@@ -228,6 +241,24 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least {ADMIN_TOKEN_MIN_CHARS} characters (unset: off)")
         return SecretStr(token)
 
+    @field_validator("mysql_failover_urls")
+    @classmethod
+    def _failover_urls_are_mysql_urls(cls, value: SecretStr) -> SecretStr:
+        for raw in _split_urls(value.get_secret_value()):
+            cls._mysql_url_is_sqlalchemy_mysql(SecretStr(raw))
+        return value
+
+    @model_validator(mode="after")
+    def _failover_urls_name_the_same_database(self) -> Settings:
+        wanted = self.mysql.database
+        for url in self.failover_mysql:
+            if url.database != wanted:
+                raise ValueError(
+                    f"CDC_MYSQL_FAILOVER_URLS: {url.host}:{url.port or 3306} names database "
+                    f"{url.database!r}, CDC_MYSQL_URL {wanted!r}: they must be the same"
+                )
+        return self
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url_scheme(cls, value: SecretStr) -> SecretStr:
@@ -262,6 +293,17 @@ class Settings(BaseSettings):
         return _password_from_query(_parse_url(self.mysql_url.get_secret_value()))
 
     @property
+    def failover_mysql(self) -> list[URL]:
+        """The parsed failover URLs, in order (hold passwords: never log them)."""
+        raws = _split_urls(self.mysql_failover_urls.get_secret_value())
+        return [_password_from_query(_parse_url(raw)) for raw in raws]
+
+    @property
+    def source_urls(self) -> list[URL]:
+        """Every source server, CDC_MYSQL_URL first, then the failover URLs in order."""
+        return [self.mysql, *self.failover_mysql]
+
+    @property
     def admin_url(self) -> str:
         """The URL migrations and seeding use (holds the password: never log it)."""
         chosen = self.admin_mysql_url or self.mysql_url
@@ -273,6 +315,8 @@ class Settings(BaseSettings):
         for value in (self.mysql_url, self.admin_mysql_url, self.redis_url):
             if value is not None:
                 found += url_secrets(value.get_secret_value())
+        for raw in _split_urls(self.mysql_failover_urls.get_secret_value()):
+            found += url_secrets(raw)
         for token in (self.admin_token, self.redis_sentinel_password):
             if token is not None and token.get_secret_value():
                 found.append(token.get_secret_value())
@@ -285,6 +329,8 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if name in PLAIN_SECRETS:
                 value = "***" if value is not None else None
+            elif name == "mysql_failover_urls":
+                value = ",".join(mask_url(raw) for raw in _split_urls(value.get_secret_value()))
             elif isinstance(value, SecretStr):
                 value = mask_url(value.get_secret_value())
             shown[name] = value
@@ -303,6 +349,10 @@ def sentinel_addresses(raw: str) -> list[tuple[str, int]]:
             raise ValueError(f"must be host:port,host:port,... ({part.strip()!r} is not)")
         found.append((host.strip("[]"), int(port)))
     return found
+
+
+def _split_urls(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
 
 
 def _parse_url(raw: str) -> URL:
@@ -366,6 +416,8 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = [
             f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            if err["loc"]
+            else err["msg"].removeprefix("Value error, ")  # across settings: it names them
             for err in exc.errors(include_input=False, include_url=False)
         ]
         raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None

@@ -30,6 +30,7 @@ from cdc_worker.snapshots.resyncer import FullResync, Resyncer
 from cdc_worker.snapshots.snapshotter import Snapshotter
 from cdc_worker.source import head
 from cdc_worker.source.binlog import BinlogReader, Chunk
+from cdc_worker.source.failover import SourceList, config_for
 from cdc_worker.source.reader_process import ProcessReader
 from cdc_worker.source.stream import SourceConfig
 from cdc_worker.store.interface import FenceLost, ReadModelLost
@@ -135,6 +136,7 @@ class Worker:
         liveness_timeout_s: float = 30.0,
         head_poll_s: float = 2.0,
         lease: Lease | None = None,
+        sources: SourceList | None = None,
     ) -> None:
         self.store = store
         self.lease = lease  # None: always active (a single worker, tests of one part)
@@ -160,6 +162,9 @@ class Worker:
         snapshotter.on_progress = self.telemetry.progressed
         self.head_poll_s = head_poll_s
         self._poller: head.HeadPoller | None = None
+        self.sources = sources
+        if sources is not None:
+            self._show_source(sources)
 
     def request_stop(self) -> None:
         """Finish the batch in hand, then return from ``run``."""
@@ -205,6 +210,7 @@ class Worker:
             except RECOVERABLE as exc:
                 failures += 1
                 self._recover(exc, failures)
+                self._follow_source()
             except CheckpointLost as exc:
                 self.log.warning("checkpoint gone from the server; full resync", error=str(exc))
                 self.resync_reason = "checkpoint_lost"
@@ -279,6 +285,50 @@ class Worker:
         )
         self.stopping.wait(delay_s)
 
+    def _follow_source(self) -> None:
+        """After a failed session: switch servers once the one in use stays unreachable."""
+        if self.sources is None:
+            return
+        switch = self.sources.after_failure()
+        if switch is None:
+            return
+        self.source = config_for(self.source, self.sources.url, switch.info)
+        self.metrics.source_switches.inc()
+        self._show_source(self.sources)
+        self.log.warning(
+            "source switched",
+            old=switch.old,
+            new=switch.new,
+            unreachable_s=round(switch.unreachable_s, 1),
+            replica=switch.info.is_replica,
+        )
+
+    def _show_source(self, sources: SourceList) -> None:
+        for name in sources.names:
+            self.metrics.source_in_use.labels(server=name).set(int(name == sources.name))
+        structlog.contextvars.bind_contextvars(source=sources.name)
+
+    def _diverged(self, checkpoint: Checkpoint) -> bool:
+        """True (and a rebuild asked for) when the checkpoint holds transactions the server
+        in use never had, or cannot be checked against it."""
+        if self.sources is None:
+            return False
+        lost = self.sources.lost(checkpoint.position, self.source.is_mariadb)
+        if lost == []:
+            return False
+        if lost is None:
+            self.log.warning("checkpoint has no GTID and the source changed; rebuilding")
+        else:
+            self.log.error(
+                "source diverged: the read model holds transactions this server never had; "
+                "rebuilding from it",
+                server=self.sources.name,
+                lost_gtids=",".join(lost),
+                checkpoint_gtid=checkpoint.position.gtid,
+            )
+        self.resync_reason = "source_diverged"
+        return True
+
     def _session(self) -> None:
         checkpoint = self.store.load_checkpoint()
         if checkpoint is not None and not self.store.index_format_current(checkpoint.generation):
@@ -297,6 +347,10 @@ class Worker:
                 self._halt_job = None
                 self.metrics.halted.set(0)
             checkpoint, refs = checkpoint_refs
+            if self.sources is not None:
+                self.sources.trust_current()
+        elif self._diverged(checkpoint):
+            return
         else:
             refs = self.store.load_refs(checkpoint.generation)
         structlog.contextvars.bind_contextvars(position=str(checkpoint.position))
@@ -434,8 +488,9 @@ class Worker:
             # The worst lag applied since the last beat; 0 when nothing was applied (idle).
             worker = self.lease.name if self.lease is not None else ""
             behind_s = self.telemetry.lag.behind_s()
+            source = self.sources.name if self.sources else None
             size, dead_letters = self.store.beat(
-                session.checkpoint, self._lag_s, HEARTBEAT_TTL_S, behind_s, worker
+                session.checkpoint, self._lag_s, HEARTBEAT_TTL_S, behind_s, worker, source
             )
             self.telemetry.progressed()
             self.metrics.documents.set(size)

@@ -196,6 +196,7 @@ def _add_operational_routes(app: FastAPI, settings: Settings, metrics: ApiMetric
             lag_s=result.lag_s,
             position=result.position,
             gtid=result.gtid,
+            source=result.source,
         )
         body.active_worker = result.active_worker
         if reads_go_to_replicas(settings):

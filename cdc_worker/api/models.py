@@ -112,3 +112,6 @@ class Readiness(BaseModel):
         description="CDC_API_READ_FROM=replica: how much older the heartbeat the replica "
         "holds is than the primary's",
     )
+    source: str | None = Field(
+        default=None, description="The source server the worker reads (host:port)."
+    )

@@ -116,4 +116,3 @@ def promote(replica: MariaDBServer) -> float:
         cursor.execute("RESET SLAVE ALL")
         cursor.execute("SET GLOBAL read_only = OFF")
     return time.time()
-

@@ -18,6 +18,7 @@ class Verdict:
     position: str | None = None  # the worker's applied position, as in its last heartbeat
     gtid: str | None = None
     active_worker: str | None = None  # host:pid of the worker that wrote the heartbeat
+    source: str | None = None  # the source server the worker reads, host:port
 
 
 def verdict(
@@ -44,7 +45,8 @@ def verdict(
     if lag_s > max_lag_s:
         reasons.append(f"replication lag {lag_s:.1f} s exceeds CDC_MAX_LAG_S={max_lag_s:g}")
     position, gtid = beat.get("position"), beat.get("gtid")
-    return Verdict(not reasons, tuple(reasons), lag_s, position, gtid, beat.get("worker"))
+    worker = beat.get("worker")
+    return Verdict(not reasons, tuple(reasons), lag_s, position, gtid, worker, beat.get("source"))
 
 
 @dataclass

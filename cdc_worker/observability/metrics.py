@@ -225,6 +225,15 @@ class WorkerMetrics:
         self.state_cache_tickets = Gauge(
             "cdc_state_cache_tickets", "Ticket states held in the worker's memory", registry=r
         )
+        self.source_in_use = Gauge(
+            "cdc_source_in_use",
+            "1 for the source server the worker reads (host:port), 0 for the others of its list",
+            ["server"],
+            registry=r,
+        )
+        self.source_switches = Counter(
+            "cdc_source_switches_total", "Switches to another source server", registry=r
+        )
         self.documents = Gauge(
             "cdc_read_model_documents", "Documents in the read model", registry=r
         )

@@ -21,6 +21,7 @@ REQUIRED = {"log_bin": "ON", "binlog_format": "ROW", "binlog_row_image": "FULL"}
 ROW_METADATA = ("binlog_row_metadata", "FULL")
 # MariaDB's log_bin_compress is fine: its compressed events are decoded (source/packets.py).
 MUST_BE_OFF = ("binlog_transaction_compression", "binlog_alter_two_phase")
+REPLICA_VARIABLES = ("log_slave_updates", "gtid_mode")
 # Client errors of a server that is not there (yet): no socket, refused or timed out, gone.
 UNREACHABLE_CODES = {2002, 2003, 2006, 2013}
 ACCESS_DENIED, DATABASE_DENIED, UNKNOWN_DATABASE, NO_SUCH_TABLE = 1045, 1044, 1049, 1146
@@ -33,11 +34,13 @@ class ServerInfo:
 
     version: str
     is_mariadb: bool
+    is_replica: bool = False
+    source_index: int = 0  # which of the configured servers (0: CDC_MYSQL_URL)
 
 
 def server_variables(cursor: Any) -> dict[str, str]:
     """The global variables the checks read, lower-cased names, upper-cased values."""
-    names = (*REQUIRED, ROW_METADATA[0], *MUST_BE_OFF, "version")
+    names = (*REQUIRED, ROW_METADATA[0], *MUST_BE_OFF, *REPLICA_VARIABLES, "version")
     placeholders = ", ".join(["%s"] * len(names))
     cursor.execute(f"SHOW GLOBAL VARIABLES WHERE Variable_name IN ({placeholders})", names)
     return {str(name).lower(): str(value).upper() for name, value in cursor.fetchall()}
@@ -61,6 +64,30 @@ def settings_problems(variables: Mapping[str, str]) -> list[str]:
         for off in MUST_BE_OFF
         if variables.get(off) == "ON"
     ]
+    return problems
+
+
+def replicating(cursor: Any) -> bool:
+    """True while the server's replication threads run (MariaDB's ``Slaves_running``, which
+    needs no privilege; MySQL 8 has no such status and reports False)."""
+    cursor.execute("SHOW GLOBAL STATUS WHERE Variable_name IN ('Slaves_running', 'Slave_running')")
+    return any(str(value).upper() not in {"0", "OFF"} for _, value in cursor.fetchall())
+
+
+def replica_problems(variables: Mapping[str, str], is_replica: bool, needs_gtid: bool) -> list[str]:
+    """A replica must write what it replicates to its own binlog; a failover list needs
+    MySQL's GTIDs (MariaDB's are always on)."""
+    problems = []
+    if is_replica and variables.get("log_slave_updates") != "ON":
+        problems.append(
+            "this server is a replica and log_slave_updates is OFF: its binlog lacks the "
+            "transactions it replicates; set log_slave_updates=ON or read the primary"
+        )
+    if needs_gtid and "gtid_mode" in variables and variables["gtid_mode"] != "ON":
+        problems.append(
+            f"set gtid_mode=ON (it is {variables['gtid_mode']}): CDC_MYSQL_FAILOVER_URLS "
+            "resumes on another server by GTID only"
+        )
     return problems
 
 
@@ -141,14 +168,17 @@ def database_exists(cursor: Any, database: str) -> bool:
     return cursor.fetchone() is not None
 
 
-def check_source(connection: Any, database: str, address: str = "the server") -> ServerInfo:
+def check_source(
+    connection: Any, database: str, address: str = "the server", needs_gtid: bool = False
+) -> ServerInfo:
     """Raise with a message naming every setting or grant to change; else describe the server."""
     with connection.cursor() as cursor:
         variables = server_variables(cursor)
+        is_replica = replicating(cursor)
         cursor.execute("SHOW GRANTS")
         grants = [str(row[0]) for row in cursor.fetchall()]
         exists = database_exists(cursor, database)
-    problems = settings_problems(variables)
+    problems = settings_problems(variables) + replica_problems(variables, is_replica, needs_gtid)
     if problems:
         raise ServerSettingsError(
             "the source server's binlog settings are wrong for CDC: " + "; ".join(problems)
@@ -170,4 +200,4 @@ def check_source(connection: Any, database: str, address: str = "the server") ->
             + " (grant them to that user, e.g. GRANT REPLICATION SLAVE, REPLICATION CLIENT "
             "ON *.* TO ...; GRANT SELECT ON <database>.* TO ...)"
         )
-    return ServerInfo(version=variables.get("version", ""), is_mariadb=is_mariadb)
+    return ServerInfo(variables.get("version", ""), is_mariadb, is_replica)

@@ -220,6 +220,7 @@ class RedisStore:
         ttl_s: int,
         source_behind_s: float = 0.0,
         worker: str = "",
+        source: str | None = None,
     ) -> tuple[int, int]:
         """Refresh the heartbeat and check the read model is still there; returns its size
         and the dead-letter stream's length.
@@ -239,6 +240,8 @@ class RedisStore:
         }
         if worker:
             value["worker"] = worker  # host:pid of the active worker
+        if source is not None:
+            value["source"] = source  # the source server read, host:port
         pipe = self.client.pipeline(transaction=False)
         pipe.get(keys.CHECKPOINT)
         pipe.hlen(keys.DOCUMENTS)
