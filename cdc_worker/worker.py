@@ -275,6 +275,8 @@ class Worker:
         else:  # the source is away: restarting would not help, the loop is not stuck
             self.telemetry.progressed()
         delay_s = min(self.backoff_max_s, 0.1 * 2 ** min(failures - 1, 10))
+        if self.sources is not None:  # back off, but not past a failover that falls due
+            delay_s = min(delay_s, self.sources.seconds_until_due())
         self.log.warning(
             "session ended; resuming from the checkpoint"
             if self.streamed

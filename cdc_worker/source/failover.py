@@ -9,11 +9,13 @@ flapping). Snapshots follow: the SQLAlchemy engine connects to whichever server 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 from typing import Any
 
 import pymysql
+import structlog
 from sqlalchemy import Engine, event
 from sqlalchemy.dialects.mysql.pymysql import MySQLDialect_pymysql
 from sqlalchemy.engine import URL
@@ -25,6 +27,7 @@ from cdc_worker.source.gtid import lost_transactions
 from cdc_worker.source.stream import SourceConfig
 
 PROBE_TIMEOUT_S = 2
+log: Any = structlog.get_logger("cdc_worker.source")
 
 
 def server_name(url: URL) -> str:
@@ -132,6 +135,7 @@ class SourceList:
         self.failover_after_s = failover_after_s
         self.index = current
         self.failing_since_s: float | None = None
+        self.due_at_s = math.inf  # when to try the other servers (again)
         # Set at a switch until a checkpoint was checked against the new server: a position
         # without a GTID must then not be resumed (file and position are per server).
         self.switched = False
@@ -163,29 +167,38 @@ class SourceList:
         self._engines.append(engine)
         return engine
 
+    def seconds_until_due(self, now_s: float | None = None) -> float:
+        """How long until a failover is due (inf when the server in use is not failing):
+        the worker's back-off never sleeps past it."""
+        now_s = time.monotonic() if now_s is None else now_s
+        return max(0.0, self.due_at_s - now_s)
+
     def after_failure(self, now_s: float | None = None) -> Switch | None:
         """Called when a session ended in error: probe the server in use; once it has been
         unreachable for ``failover_after_s``, switch to the first other server in list order
         that passes the start-up checks. Returns the switch made, if any."""
         now_s = time.monotonic() if now_s is None else now_s
         if reachable(self.url):
-            self.failing_since_s = None
+            self.failing_since_s, self.due_at_s = None, math.inf
             return None
         if self.failing_since_s is None:
             self.failing_since_s = now_s
-        unreachable_s = now_s - self.failing_since_s
-        if unreachable_s < self.failover_after_s or len(self.urls) < 2:
+            self.due_at_s = now_s + self.failover_after_s if len(self.urls) > 1 else math.inf
+        if now_s < self.due_at_s:
             return None
-        return self._switch_to_first_usable(unreachable_s)
+        self.due_at_s = now_s + self.failover_after_s  # if no other server is usable either
+        return self._switch_to_first_usable(now_s - self.failing_since_s)
 
     def _switch_to_first_usable(self, unreachable_s: float) -> Switch | None:
         for index in (i for i in range(len(self.urls)) if i != self.index):
             try:
                 info = inspect_server(self.urls[index], "a failover source", needs_gtid=True)
-            except (CdcError, pymysql.err.MySQLError):
-                continue  # the caller logs that no server was usable, if none is
+            except (CdcError, pymysql.err.MySQLError) as exc:
+                log.warning("failover source not usable", server=self.names[index], error=str(exc))
+                continue
             old = self.name
             self.index, self.failing_since_s, self.switched = index, None, True
+            self.due_at_s = math.inf
             for engine in self._engines:
                 engine.dispose()
             return Switch(old, self.name, info, unreachable_s)
