@@ -23,7 +23,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from bench import api, catchup, fanout, feed, ha, latency, memory, resync
+from bench import api, catchup, fanout, feed, ha, latency, memory, resync, source_failover
 from bench.charts import render_charts
 from bench.common import log, servers
 from bench.report import render_markdown
@@ -53,6 +53,8 @@ class Mode:
     api_seconds: float
     api_repeats: int
     large_transaction_rows: int
+    source_failovers: int = 12
+    source_failover_after_s: float = 1.0
     notes: list[str] = field(default_factory=list)
     ha_handovers: int = 20  # of each kind (SIGKILL, SIGTERM)
     ha_failovers: int = 3
@@ -95,6 +97,7 @@ QUICK = Mode(
     api_seconds=3,
     api_repeats=1,
     large_transaction_rows=20_000,
+    source_failovers=3,
     notes=["Quick mode: small sizes, single repeats; checks the pipeline, not the figures."],
     ha_handovers=2,
     ha_failovers=1,
@@ -162,6 +165,10 @@ def run_ha(mode: Mode) -> Any:
     return ha.measure(mode.ha_handovers, mode.ha_failovers)
 
 
+def run_source_failover(mode: Mode) -> Any:
+    return source_failover.measure(mode.source_failovers, mode.source_failover_after_s)
+
+
 # The longest (resync, with its million tickets) last: results are saved after each one.
 SCENARIOS: dict[str, Callable[[Mode], Any]] = {
     "catchup": run_catchup,
@@ -171,6 +178,7 @@ SCENARIOS: dict[str, Callable[[Mode], Any]] = {
     "feed": run_feed,
     "memory": run_memory,
     "ha": run_ha,
+    "source_failover": run_source_failover,
     "resync": run_resync,
 }
 

@@ -209,8 +209,8 @@ class Worker:
                 self.resync_reason = "read_model_lost"
             except RECOVERABLE as exc:
                 failures += 1
-                self._recover(exc, failures)
-                self._follow_source()
+                switched = self._follow_source()
+                self._recover(exc, failures, switched)
             except CheckpointLost as exc:
                 self.log.warning("checkpoint gone from the server; full resync", error=str(exc))
                 self.resync_reason = "checkpoint_lost"
@@ -265,7 +265,7 @@ class Worker:
     def _alive(self) -> None:
         self.telemetry.progressed()  # waiting is a standby's work: /healthz stays 200
 
-    def _recover(self, exc: BaseException, failures: int) -> None:
+    def _recover(self, exc: BaseException, failures: int, switched: bool = False) -> None:
         reason = "fence" if isinstance(exc, FenceLost) else type(exc).__name__
         self.metrics.reconnects.labels(reason=reason).inc()
         if isinstance(exc, FenceLost):
@@ -276,7 +276,7 @@ class Worker:
             self.telemetry.progressed()
         delay_s = min(self.backoff_max_s, 0.1 * 2 ** min(failures - 1, 10))
         if self.sources is not None:  # back off, but not past a failover that falls due
-            delay_s = min(delay_s, self.sources.seconds_until_due())
+            delay_s = 0.0 if switched else min(delay_s, self.sources.seconds_until_due())
         self.log.warning(
             "session ended; resuming from the checkpoint"
             if self.streamed
@@ -287,13 +287,13 @@ class Worker:
         )
         self.stopping.wait(delay_s)
 
-    def _follow_source(self) -> None:
+    def _follow_source(self) -> bool:
         """After a failed session: switch servers once the one in use stays unreachable."""
         if self.sources is None:
-            return
+            return False
         switch = self.sources.after_failure()
         if switch is None:
-            return
+            return False
         self.source = config_for(self.source, self.sources.url, switch.info)
         self.metrics.source_switches.inc()
         self._show_source(self.sources)
@@ -304,6 +304,7 @@ class Worker:
             unreachable_s=round(switch.unreachable_s, 1),
             replica=switch.info.is_replica,
         )
+        return True
 
     def _show_source(self, sources: SourceList) -> None:
         for name in sources.names:

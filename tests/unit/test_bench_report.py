@@ -106,6 +106,16 @@ def fake_results() -> dict[str, Any]:
             "ratios": {"GET /tickets/{id} (random ids) / constant FastAPI endpoint": 0.57},
             "profile": profile(),
         },
+        "source_failover": {
+            "failovers": 2,
+            "failover_after_s": 1.0,
+            "seconds": {"runs": [1.25, 1.75], "median": 1.5, "min": 1.25, "max": 1.75},
+            "p50_s": 1.25,
+            "p99_s": 1.75,
+            "switches": 2,
+            "snapshots_by_reason": {"no_checkpoint": 1},
+            "read_model_exact": True,
+        },
         "memory": {
             "rows": 20,
             "by_decoder": {
@@ -121,6 +131,8 @@ def test_the_markdown_shows_every_section_and_each_target_verdict() -> None:
     for heading in ("## Targets", "## Catch-up", "## Steady-state latency", "## Fan-out"):
         assert heading in markdown
     assert "## Read API" in markdown
+    assert "| p99 s | 1.75 |" in markdown
+    assert "| rebuilds (snapshots after the first) | 0 |" in markdown
     assert "## Profiles" in markdown
     assert "RuntimeError: seeding failed" in markdown
     assert "**met**" in markdown
