@@ -414,8 +414,9 @@ def source_failover_section(f: dict[str, Any]) -> str:
         f"over {f['failovers']} failovers (the primary SIGKILLed once its replica had "
         f"everything, the two servers swapping roles each round), with "
         f"`CDC_SOURCE_FAILOVER_AFTER_S={f['failover_after_s']:g}`: the worker waits that long "
-        f"after the primary stops answering before it switches, so most of the time is that "
-        f"setting. p99 is nearest-rank (the slowest of fewer than 100)."
+        f"after the primary stops answering before it switches; the rest is noticing the "
+        f"failure, checking the new server and starting the stream. Percentiles are "
+        f"nearest-rank (p99: the slowest of fewer than 100)."
     )
     runs = ", ".join(number(s, 2) for s in f["seconds"]["runs"])
     rebuilds = {k: v for k, v in f["snapshots_by_reason"].items() if k != "no_checkpoint"}

@@ -209,8 +209,7 @@ class Worker:
                 self.resync_reason = "read_model_lost"
             except RECOVERABLE as exc:
                 failures += 1
-                switched = self._follow_source()
-                self._recover(exc, failures, switched)
+                self._recover(exc, failures, self._follow_source_safely())
             except CheckpointLost as exc:
                 self.log.warning("checkpoint gone from the server; full resync", error=str(exc))
                 self.resync_reason = "checkpoint_lost"
@@ -287,6 +286,13 @@ class Worker:
         )
         self.stopping.wait(delay_s)
 
+    def _follow_source_safely(self) -> bool:
+        try:
+            return self._follow_source()
+        except RECOVERABLE as exc:  # e.g. Redis down while abandoning a resync: next time
+            self.log.warning("source failover check failed", error=str(exc)[:300])
+            return False
+
     def _follow_source(self) -> bool:
         """After a failed session: switch servers once the one in use stays unreachable."""
         if self.sources is None:
@@ -304,6 +310,7 @@ class Worker:
             unreachable_s=round(switch.unreachable_s, 1),
             replica=switch.info.is_replica,
         )
+        self.resyncer.abandon_full("the source server changed")
         return True
 
     def _show_source(self, sources: SourceList) -> None:

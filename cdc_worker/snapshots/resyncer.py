@@ -133,6 +133,17 @@ class Resyncer:
             self.metrics, self.log, "resync", job.tickets_total, job.tickets_done, label="resync"
         )
 
+    def abandon_full(self, why: str) -> None:
+        """Give up the full resync in progress, if any: after a switch of source server its
+        chunks' binlog positions and the checkpoint's belong to different servers."""
+        job_id = self.store.client.get(keys.RESYNC_ACTIVE)
+        job = None if job_id is None else load_job(self.store.client, _text(job_id))
+        if job is None or job.state != "running":
+            return
+        self._finish(job, "failed")
+        self.store.drop_generation(job.generation)
+        self.log.warning("resync abandoned; request it again", job=job.id, reason=why)
+
     def step(self, run: FullResync, checkpoint: Checkpoint, read_ahead_until_s: float = 0) -> bool:
         """Copy the references or one chunk of tickets; True when the copy is complete.
 
