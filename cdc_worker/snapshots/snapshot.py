@@ -214,7 +214,8 @@ def _locked_snapshot_position(connection: Connection) -> Position:
         connection.exec_driver_sql("UNLOCK TABLES")
     if row is None:
         raise SourceError("the server reports no binlog status: is log_bin on?")
-    return Position(str(row[0]), int(row[1]))
+    executed = str(row[4]).replace("\n", "") if len(row) > 4 and row[4] else None
+    return Position(str(row[0]), int(row[1]), executed)  # with gtid_mode=ON, its GTID set
 
 
 def snapshot_position(connection: Connection, gtid: bool = True) -> Position:

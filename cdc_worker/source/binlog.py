@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pymysql
-from pymysqlreplication.event import MariadbGtidEvent, QueryEvent, XidEvent
+from pymysqlreplication.event import GtidEvent, MariadbGtidEvent, QueryEvent, XidEvent
 from pymysqlreplication.row_event import UpdateRowsEvent, WriteRowsEvent
 
 from cdc_worker.checkpoint import Position
 from cdc_worker.errors import CheckpointLost, StreamInterrupted
 from cdc_worker.source.ddl import data_changing_ddl
+from cdc_worker.source.gtid import MysqlGtidTracker
 from cdc_worker.source.hotevents import Gtid, Rows, Xid, row_changes
 from cdc_worker.source.rowdecoder import RowDecoder
 from cdc_worker.source.stream import ROW_EVENTS, SourceConfig, open_stream
@@ -58,6 +59,14 @@ class GtidState:
 
     def __str__(self) -> str:
         return ",".join(self.by_domain[d] for d in sorted(self.by_domain, key=int))
+
+
+Gtids = GtidState | MysqlGtidTracker
+
+
+def gtid_state(is_mariadb: bool, initial: str | None) -> Gtids:
+    """The stream's GTID position: MariaDB's per-domain GTIDs, or MySQL's executed set."""
+    return GtidState(initial) if is_mariadb else MysqlGtidTracker(initial)
 
 
 def _row_changes(event: Any, log_file: str, decoder: RowDecoder) -> list[RowChange]:
@@ -184,7 +193,7 @@ class BinlogReader:
                 self._stream.close()
 
     def _consume(self, stream: Any) -> None:
-        gtids = GtidState(self.start_position.gtid)
+        gtids = gtid_state(self.config.is_mariadb, self.start_position.gtid)
         chunk = Chunk()
         for event in stream:
             self.last_event_monotonic = time.monotonic()
@@ -193,13 +202,13 @@ class BinlogReader:
                 return
             chunk = self._on_event(event, stream, gtids, chunk)
 
-    def _on_event(self, event: Any, stream: Any, gtids: GtidState, chunk: Chunk) -> Chunk:
+    def _on_event(self, event: Any, stream: Any, gtids: Gtids, chunk: Chunk) -> Chunk:
         kind = type(event)
         if kind is Rows:
             return self._add(chunk, event.changes)
         if kind is Xid:
             return self._commit(stream.log_file, event.log_pos, event.timestamp, gtids, chunk)
-        if kind is Gtid or isinstance(event, MariadbGtidEvent):
+        if kind is Gtid or isinstance(event, MariadbGtidEvent | GtidEvent):
             gtids.see(event.gtid)
         elif isinstance(event, ROW_EVENTS):
             return self._add(chunk, _row_changes(event, stream.log_file, self.decoder))
@@ -224,9 +233,9 @@ class BinlogReader:
         return chunk
 
     def _commit(
-        self, log_file: str, log_pos: int, timestamp: int, gtids: GtidState, chunk: Chunk
+        self, log_file: str, log_pos: int, timestamp: int, gtids: Gtids, chunk: Chunk
     ) -> Chunk:
-        gtid = str(gtids) if self.config.is_mariadb and gtids.by_domain else None
+        gtid = str(gtids) or None
         chunk.commit = Position(log_file, log_pos, gtid)
         chunk.committed_at_s = float(timestamp)
         self._put(chunk)

@@ -176,8 +176,10 @@ class MysqlGtidTracker:
         self.executed = GtidSet.parse(initial or "")
 
     def see(self, gtid: str) -> None:
-        """Record a transaction's GTID."""
-        self.executed.add(gtid)
+        """Record a transaction's GTID. A MariaDB one (``d-s-n``: a MariaDB server read
+        with ``is_mariadb`` off, by file and position) is no member of a MySQL set: ignored."""
+        if ":" in gtid:
+            self.executed.add(gtid)
 
     def __str__(self) -> str:
         return str(self.executed)

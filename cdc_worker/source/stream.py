@@ -11,6 +11,7 @@ import pymysql
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import (
     FormatDescriptionEvent,
+    GtidEvent,
     HeartbeatLogEvent,
     MariadbGtidEvent,
     QueryEvent,
@@ -173,8 +174,8 @@ def open_stream(config: SourceConfig, start: Position) -> Any:
     if config.tls:
         settings["ssl"] = config.tls
     position: dict[str, Any] = {"log_file": start.log_file, "log_pos": start.log_pos}
-    if config.is_mariadb and start.gtid:
-        position = {"auto_position": start.gtid, "is_mariadb": True}
+    if start.gtid:  # by GTID whenever there is one: file and position are per server
+        position = {"auto_position": start.gtid, "is_mariadb": config.is_mariadb}
     stream = _OwnedReconnectStream(
         connection_settings=settings,
         server_id=config.server_id,
@@ -189,6 +190,7 @@ def open_stream(config: SourceConfig, start: Position) -> Any:
             RotateEvent,
             FormatDescriptionEvent,
             MariadbGtidEvent,
+            GtidEvent,
             HeartbeatLogEvent,
         ],
         slave_heartbeat=config.heartbeat_s,

@@ -137,3 +137,22 @@ def test_a_mariadb_checkpoint_loses_exactly_the_sequence_numbers_the_server_lack
         assert (head.domain, head.server) in expected
         assert head.seq == server.get((head.domain, head.server), 0) + 1
         assert tail.seq == checkpoint[(tail.domain, tail.server)]
+
+
+def test_the_stream_tracks_mariadb_positions_or_mysql_sets_by_flavour() -> None:
+    from cdc_worker.source.binlog import gtid_state
+
+    mariadb = gtid_state(True, "0-1-5")
+    mariadb.see("0-2-6")
+    assert str(mariadb) == "0-2-6"
+    assert str(gtid_state(True, None)) == ""  # no GTID: the checkpoint keeps file and offset
+    mysql = gtid_state(False, f"{UUID_A}:1-5")
+    mysql.see(f"{UUID_A}:6")
+    assert str(mysql) == f"{UUID_A}:1-6"
+    assert str(gtid_state(False, None)) == ""
+
+
+def test_a_mysql_tracker_ignores_mariadb_gtids() -> None:
+    tracker = MysqlGtidTracker(None)
+    tracker.see("0-1-29")
+    assert str(tracker) == ""
