@@ -138,7 +138,8 @@ def _rounds(
         exact = _read_model_exact(topology.primary, redis_url)
         metrics = worker_metrics(http_port)
     workload.engine.dispose()
-    snapshots = {dict(k)["reason"]: v for k, v in metrics.get("cdc_snapshots_total", {}).items()}
+    counted = metrics.get("cdc_snapshots_total", {}).items()
+    snapshots = {dict(k)["reason"]: v for k, v in counted if v}
     return FailoverResult(
         failovers=failovers,
         failover_after_s=failover_after_s,

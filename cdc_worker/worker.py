@@ -165,6 +165,7 @@ class Worker:
         self.sources = sources
         if sources is not None:
             self._show_source(sources)
+            metrics.snapshots.labels(reason="source_diverged")  # a series at 0 from the start
 
     def request_stop(self) -> None:
         """Finish the batch in hand, then return from ``run``."""

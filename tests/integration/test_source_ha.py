@@ -60,7 +60,7 @@ def snapshots(app: App) -> dict[str, float]:
     for family in app.metrics.registry.collect():
         if family.name == "cdc_snapshots":
             for s in family.samples:
-                if s.name == "cdc_snapshots_total":
+                if s.name == "cdc_snapshots_total" and s.value:
                     found[s.labels["reason"]] = s.value
     return found
 
