@@ -22,6 +22,7 @@ from cdc_worker.snapshots.snapshotter import Snapshotter
 from cdc_worker.source.checks import ServerInfo, connect_error
 from cdc_worker.source.failover import SourceList, config_for, inspect_server, tls_options
 from cdc_worker.source.stream import SourceConfig
+from cdc_worker.source_guard import SourceGuard
 from cdc_worker.store import connect
 from cdc_worker.store.connection import redis_address, redis_error
 from cdc_worker.store.lease import Lease
@@ -210,7 +211,7 @@ def bootstrap(settings: Settings, info: ServerInfo, stopping: threading.Event | 
         settings.liveness_timeout_s,
         settings.source_head_poll_s,
         lease,
-        sources,
+        SourceGuard(sources, metrics, resyncer),
     )
     settle_heap()
     return App(settings, client, engine, metrics, worker)

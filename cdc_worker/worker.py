@@ -30,9 +30,9 @@ from cdc_worker.snapshots.resyncer import FullResync, Resyncer
 from cdc_worker.snapshots.snapshotter import Snapshotter
 from cdc_worker.source import head
 from cdc_worker.source.binlog import BinlogReader, Chunk
-from cdc_worker.source.failover import SourceList, config_for
 from cdc_worker.source.reader_process import ProcessReader
 from cdc_worker.source.stream import SourceConfig
+from cdc_worker.source_guard import DIVERGED, SourceGuard
 from cdc_worker.store.interface import FenceLost, ReadModelLost
 from cdc_worker.store.jobs import Job
 from cdc_worker.store.lease import Lease, LeaseLost, wait_for_lease
@@ -136,7 +136,7 @@ class Worker:
         liveness_timeout_s: float = 30.0,
         head_poll_s: float = 2.0,
         lease: Lease | None = None,
-        sources: SourceList | None = None,
+        guard: SourceGuard | None = None,
     ) -> None:
         self.store = store
         self.lease = lease  # None: always active (a single worker, tests of one part)
@@ -162,10 +162,7 @@ class Worker:
         snapshotter.on_progress = self.telemetry.progressed
         self.head_poll_s = head_poll_s
         self._poller: head.HeadPoller | None = None
-        self.sources = sources
-        if sources is not None:
-            self._show_source(sources)
-            metrics.snapshots.labels(reason="source_diverged")  # a series at 0 from the start
+        self.guard = guard  # None: one source server, no failover nor divergence check
 
     def request_stop(self) -> None:
         """Finish the batch in hand, then return from ``run``."""
@@ -210,7 +207,7 @@ class Worker:
                 self.resync_reason = "read_model_lost"
             except RECOVERABLE as exc:
                 failures += 1
-                self._recover(exc, failures, self._follow_source_safely())
+                self._recover(exc, failures, self._follow_source())
             except CheckpointLost as exc:
                 self.log.warning("checkpoint gone from the server; full resync", error=str(exc))
                 self.resync_reason = "checkpoint_lost"
@@ -275,8 +272,8 @@ class Worker:
         else:  # the source is away: restarting would not help, the loop is not stuck
             self.telemetry.progressed()
         delay_s = min(self.backoff_max_s, 0.1 * 2 ** min(failures - 1, 10))
-        if self.sources is not None:  # back off, but not past a failover that falls due
-            delay_s = 0.0 if switched else min(delay_s, self.sources.seconds_until_due())
+        if self.guard is not None:  # back off, but not past a failover that falls due
+            delay_s = 0.0 if switched else min(delay_s, self.guard.seconds_until_due())
         self.log.warning(
             "session ended; resuming from the checkpoint"
             if self.streamed
@@ -287,60 +284,22 @@ class Worker:
         )
         self.stopping.wait(delay_s)
 
-    def _follow_source_safely(self) -> bool:
-        try:
-            return self._follow_source()
-        except RECOVERABLE as exc:  # e.g. Redis down while abandoning a resync: next time
-            self.log.warning("source failover check failed", error=str(exc)[:300])
-            return False
-
     def _follow_source(self) -> bool:
         """After a failed session: switch servers once the one in use stays unreachable."""
-        if self.sources is None:
+        if self.guard is None:
             return False
-        switch = self.sources.after_failure()
-        if switch is None:
+        try:
+            new = self.guard.after_failure(self.source)
+        except RECOVERABLE as exc:
+            self.log.warning("source failover check failed", error=str(exc)[:300])
             return False
-        self.source = config_for(self.source, self.sources.url, switch.info)
-        self.metrics.source_switches.inc()
-        self._show_source(self.sources)
-        self.log.warning(
-            "source switched",
-            old=switch.old,
-            new=switch.new,
-            unreachable_s=round(switch.unreachable_s, 1),
-            replica=switch.info.is_replica,
-        )
-        self.resyncer.abandon_full("the source server changed")
-        return True
-
-    def _show_source(self, sources: SourceList) -> None:
-        for name in sources.names:
-            self.metrics.source_in_use.labels(server=name).set(int(name == sources.name))
-        structlog.contextvars.bind_contextvars(source=sources.name)
-
-    def _diverged(self, checkpoint: Checkpoint) -> bool:
-        """True (and a rebuild asked for) when the checkpoint holds transactions the server
-        in use never had, or cannot be checked against it."""
-        if self.sources is None:
-            return False
-        lost = self.sources.lost(checkpoint.position, self.source.is_mariadb)
-        if lost == []:
-            return False
-        if lost is None:
-            self.log.warning("checkpoint has no GTID and the source changed; rebuilding")
-        else:
-            self.log.error(
-                "source diverged: the read model holds transactions this server never had; "
-                "rebuilding from it",
-                server=self.sources.name,
-                lost_gtids=",".join(lost),
-                checkpoint_gtid=checkpoint.position.gtid,
-            )
-        self.resync_reason = "source_diverged"
-        return True
+        if new is not None:
+            self.source = new
+        return new is not None
 
     def _session(self) -> None:
+        if self.guard is not None:
+            self.guard.before_session()
         checkpoint = self.store.load_checkpoint()
         if checkpoint is not None and not self.store.index_format_current(checkpoint.generation):
             # Written by an older version (ids as sorted-set scores, inexact above 2^53): the
@@ -358,9 +317,10 @@ class Worker:
                 self._halt_job = None
                 self.metrics.halted.set(0)
             checkpoint, refs = checkpoint_refs
-            if self.sources is not None:
-                self.sources.trust_current()
-        elif self._diverged(checkpoint):
+            if self.guard is not None:
+                self.guard.trust_current()
+        elif self.guard is not None and self.guard.diverged(checkpoint, self.source.is_mariadb):
+            self.resync_reason = DIVERGED
             return
         else:
             refs = self.store.load_refs(checkpoint.generation)
@@ -499,7 +459,7 @@ class Worker:
             # The worst lag applied since the last beat; 0 when nothing was applied (idle).
             worker = self.lease.name if self.lease is not None else ""
             behind_s = self.telemetry.lag.behind_s()
-            source = self.sources.name if self.sources else None
+            source = self.guard.name if self.guard else None
             size, dead_letters = self.store.beat(
                 session.checkpoint, self._lag_s, HEARTBEAT_TTL_S, behind_s, worker, source
             )

@@ -51,6 +51,7 @@ LAYERS: list[set[str]] = [
     {"source", "store", "observability"},
     {"pipeline"},
     {"snapshots", "api", "devtools"},
+    {"source_guard"},
     {"worker"},
     {"bootstrap"},
     {"cli"},
