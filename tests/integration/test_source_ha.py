@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import make_url
 from structlog.testing import capture_logs
 
+from cdc_worker.api.app import create_app
 from cdc_worker.bootstrap import App
 from cdc_worker.devtools.localservers import MariaDBServer, RedisServer, start_mariadb
 from cdc_worker.devtools.replicas import (
@@ -24,6 +26,7 @@ from cdc_worker.devtools.replicas import (
     stop_replication,
     wait_caught_up,
 )
+from cdc_worker.settings import load_settings
 from cdc_worker.source.failover import server_name
 from tests.conftest import SourceDatabase
 from tests.harness import wait_streaming, wait_synced, worker_env, worker_thread
@@ -90,6 +93,8 @@ def test_the_worker_tails_a_replica_while_the_workload_writes_to_the_primary(
             wait_synced(engine, own_redis.url)
             wait_until(lambda: heartbeat_source(own_redis.url) == name(topology.replica), "beat")
             assert sample(app, "cdc_source_in_use", server=name(topology.replica)) == 1
+            with TestClient(create_app(load_settings(redis_url=own_redis.url))) as api:
+                assert api.get("/readyz").json()["source"] == name(topology.replica)
         checkpoint = stored_checkpoint(own_redis.url)
         assert checkpoint is not None
         # The replica's binlog carries the primary's GTIDs (server id 1).
