@@ -38,6 +38,8 @@ SNAPSHOT_REASONS = (
     "read_model_lost",
     "ddl",
     "unreadable_event",
+    "index_format",
+    "source_diverged",
     "resync",
 )
 RESYNC_KINDS = ("full", "tickets", "department")

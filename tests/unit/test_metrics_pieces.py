@@ -3,12 +3,16 @@ progress, and what the API infers from the heartbeat."""
 
 from __future__ import annotations
 
+import ast
 import io
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+import cdc_worker.source_guard
+import cdc_worker.worker
 from cdc_worker.api.metrics import ApiMetrics
 from cdc_worker.checkpoint import Position
 from cdc_worker.observability.health import WorkerView
@@ -199,3 +203,25 @@ def test_the_api_behind_is_the_workers_while_it_beats_then_grows_with_silence() 
     assert view.source_behind_s(50.0, age, max_age_s=15) == 5.0
     age = view.heartbeat_age_s(None, 160.0)
     assert view.source_behind_s(50.0, age, max_age_s=15) == 64.0
+
+
+def rebuild_reasons_in_the_worker() -> set[str]:
+    """Every string the worker loop assigns to ``resync_reason`` (the snapshot's reason)."""
+    found: set[str] = {cdc_worker.source_guard.DIVERGED}
+    tree = ast.parse(Path(cdc_worker.worker.__file__).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Attribute) and t.attr == "resync_reason" for t in node.targets
+        ):
+            found |= {
+                c.value
+                for c in ast.walk(node.value)
+                if isinstance(c, ast.Constant) and isinstance(c.value, str)
+            }
+    return found
+
+
+def test_every_rebuild_reason_the_worker_uses_has_a_series_from_start_up() -> None:
+    reasons = rebuild_reasons_in_the_worker()
+    assert {"ddl", "index_format", "source_diverged"} <= reasons
+    assert reasons <= set(SNAPSHOT_REASONS)
