@@ -158,11 +158,13 @@ def mariadb_command(url: str) -> str:
 
 def access_lines(env: dict[str, str]) -> list[str]:
     """What another shell needs: the database's command line and the exports with which
-    ``cdc-worker check``, ``resync``, ``seed`` and ``loadgen`` reach the demo (passwords
-    masked: a private demo server's admin has none)."""
+    ``cdc-worker check``, ``resync``, ``seed`` and ``loadgen`` are found and reach the demo
+    (passwords masked: a private demo server's admin has none)."""
     admin, redis_url = env["CDC_ADMIN_MYSQL_URL"], env["CDC_REDIS_URL"]
+    commands_dir = Path(sys.executable).parent  # the virtualenv's bin: cdc-worker is there
     return [
         mariadb_command(admin),
+        f'export PATH={shlex.quote(str(commands_dir))}:"$PATH"',
         f"export CDC_ADMIN_MYSQL_URL={shlex.quote(mask_url(admin))}",
         f"export CDC_REDIS_URL={shlex.quote(mask_url(redis_url))}",
     ]

@@ -38,13 +38,16 @@ def the_printed_lines_reach_the_demo(printed: list[str]) -> None:
     """Another shell, with exactly the export lines the demo printed: check and resync work,
     and the printed mariadb command line opens the demo's database."""
     text = "".join(printed)
-    exports = [line.strip() for line in printed if line.strip().startswith("export CDC_")]
+    exports = [line.strip() for line in printed if line.strip().startswith("export ")]
     assert {line.split("=")[0] for line in exports} == {
+        "export PATH",
         "export CDC_ADMIN_MYSQL_URL",
         "export CDC_REDIS_URL",
     }, text
     [mariadb] = [line.strip() for line in printed if line.strip().startswith("mariadb ")]
-    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    # A shell where cdc-worker is not on the PATH until the printed line puts it there.
+    commands_dir = str(Path(sys.executable).parent)
+    path = ":".join(p for p in os.environ["PATH"].split(":") if p != commands_dir)
     commands = ["cdc-worker check", "cdc-worker resync --ticket 1", "cdc-worker seed --tickets 5"]
     script = "\n".join([*exports, *commands])
     shell = subprocess.run(
