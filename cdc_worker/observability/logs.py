@@ -10,10 +10,13 @@ from typing import Any
 
 import structlog
 
+from cdc_worker.settings import SECRET_PARAMETER_WORDS
+
 URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s]+)(?=@)", re.I)
-# A secret query parameter in any URL-like text (see settings.secret_parameter).
+# A secret query parameter in any URL-like text: the words of settings.secret_parameter.
+_SECRET_WORD = "|".join(map(re.escape, SECRET_PARAMETER_WORDS))
 QUERY_SECRET = re.compile(
-    r"(?P<head>[?&;][^=&;\s#]*(?:pass|pwd|secret|token)[^=&;\s#]*=)(?P<secret>[^&;\s#'\"]+)",
+    rf"(?P<head>[?&;][^=&;\s#]*(?:{_SECRET_WORD})[^=&;\s#]*=)(?P<secret>[^&;\s#'\"]+)",
     re.I,
 )
 MASK = "***"
