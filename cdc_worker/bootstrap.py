@@ -62,12 +62,6 @@ class App:
         self.engine.dispose()
 
 
-def redis_client(settings: Settings) -> redis.Redis:
-    """A pooled client for the read model's Redis (its primary, found through Sentinel when
-    ``CDC_REDIS_SENTINELS`` is set)."""
-    return connect.redis_client(settings)
-
-
 def mysql_engine(settings: Settings) -> Engine:
     """The SQLAlchemy engine for snapshots (the worker's least-privilege user)."""
     return create_engine(settings.mysql, pool_pre_ping=True, pool_size=2, max_overflow=2)
@@ -176,7 +170,7 @@ def source_config(settings: Settings, info: ServerInfo) -> SourceConfig:
 def bootstrap(settings: Settings, info: ServerInfo, stopping: threading.Event | None = None) -> App:
     """Wire the worker: Redis store, snapshotter, binlog source, metrics; ``stopping`` (set
     by a signal) makes the worker return."""
-    client = redis_client(settings)
+    client = connect.redis_client(settings)  # the primary, through Sentinel when set
     urls = settings.source_urls
     sources = SourceList(urls, settings.source_failover_after_s, info.source_index)
     engine = sources.follow(mysql_engine(settings))

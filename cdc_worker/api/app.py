@@ -51,7 +51,7 @@ def create_app(settings: Settings, client: aioredis.Redis | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = settings.redis_url.get_secret_value()
-        primary, reads = _clients(url, settings, client)
+        primary, reads = _clients(settings, client)
         app.state.redis, app.state.reads = primary, reads
         app.state.single_reads = PipelinedReader(url, REDIS_TIMEOUT_S, read_resolver(settings))
         app.state.redis_problems = RedisProblems(url)
@@ -86,27 +86,12 @@ def create_app(settings: Settings, client: aioredis.Redis | None = None) -> Fast
 
 
 def _clients(
-    url: str, settings: Settings, client: aioredis.Redis | None
+    settings: Settings, client: aioredis.Redis | None
 ) -> tuple[aioredis.Redis, aioredis.Redis]:
-    """(primary, replica-or-primary): the given client, Sentinel's, or a pooled one."""
+    """(primary, replica-or-primary): the given client, else the settings' own."""
     if client is not None:
         return client, client
-    if settings.sentinels:
-        return async_clients(settings, REDIS_TIMEOUT_S, settings.api_redis_pool_size)
-    pooled = _pooled_client(url, settings)
-    return pooled, pooled
-
-
-def _pooled_client(url: str, settings: Settings) -> aioredis.Redis:
-    """A client whose requests wait (up to ``api_redis_pool_wait_s``) for a free pooled
-    connection rather than fail at once when all are busy."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=settings.api_redis_pool_size,
-        timeout=settings.api_redis_pool_wait_s,
-        socket_timeout=REDIS_TIMEOUT_S,
-    )
-    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
+    return async_clients(settings, REDIS_TIMEOUT_S)
 
 
 def _register_schemas(app: FastAPI, models: tuple[type[Any], ...]) -> None:

@@ -68,14 +68,17 @@ def async_sentinel(settings: Settings) -> aiosentinel.Sentinel:
     )
 
 
-def async_clients(
-    settings: Settings, timeout_s: float, max_connections: int
-) -> tuple[aioredis.Redis, aioredis.Redis]:
-    """The API's (primary, reads) clients: the same client unless reads go to replicas."""
-    url = settings.redis_url.get_secret_value()
+def async_clients(settings: Settings, timeout_s: float) -> tuple[aioredis.Redis, aioredis.Redis]:
+    """The API's (primary, reads) clients: the same client unless reads go to replicas.
+    Straight to the URL, a request waits (up to ``api_redis_pool_wait_s``) for a free pooled
+    connection rather than fail at once when all are busy."""
+    url, max_connections = settings.redis_url.get_secret_value(), settings.api_redis_pool_size
     options: dict[str, Any] = {"socket_timeout": timeout_s, "max_connections": max_connections}
     if not settings.sentinels:
-        primary = aioredis.Redis.from_url(url, **options)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, timeout=settings.api_redis_pool_wait_s, **options
+        )
+        primary = aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
         return primary, primary
     sentinel = async_sentinel(settings)
     name, options = settings.redis_sentinel_service, {**options, **url_options(url)}
