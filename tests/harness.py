@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pymysql
 import redis
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, text
 
 from cdc_worker.bootstrap import App, bootstrap, inspect_source
 from cdc_worker.devtools.localservers import MariaDBServer
@@ -181,3 +181,16 @@ def purge_all_but_the_current_binlog(server: MariaDBServer) -> None:
                 return
             assert time.monotonic() < deadline, "could not purge the old binlogs"
             time.sleep(0.2)
+
+
+def insert_orphan_ticket(conn: Connection, ticket_id: int | None = None) -> None:
+    """A ticket whose status (999) does not exist, written with FOREIGN_KEY_CHECKS=0: the
+    worker cannot render it and dead-letters the row."""
+    conn.execute(text("SET SESSION FOREIGN_KEY_CHECKS = 0"))
+    conn.execute(
+        text(
+            "INSERT INTO tickets (id, title, status_id, department_id, requester_id, "
+            "created_at, updated_at) VALUES (:id, 'orphan', 999, 1, 1, NOW(6), NOW(6))"
+        ),
+        {"id": ticket_id},
+    )

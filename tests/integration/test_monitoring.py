@@ -31,7 +31,13 @@ from cdc_worker.observability.metrics import WorkerMetrics
 from cdc_worker.observability.worker_http import serve
 from cdc_worker.store import keys
 from tests.conftest import SourceDatabase
-from tests.harness import wait_heartbeat, wait_synced, worker_env, worker_thread
+from tests.harness import (
+    insert_orphan_ticket,
+    wait_heartbeat,
+    wait_synced,
+    worker_env,
+    worker_thread,
+)
 
 CLI = [sys.executable, "-m", "cdc_worker.cli"]
 
@@ -160,13 +166,7 @@ def test_a_bad_row_is_counted_once_however_often_renames_re_render_it(
     with worker_thread(source_db.cdc_url, redis_url) as app:
         wait_synced(source_db.engine, redis_url)
         with source_db.engine.begin() as conn:
-            conn.execute(text("SET SESSION FOREIGN_KEY_CHECKS = 0"))
-            conn.execute(
-                text(
-                    "INSERT INTO tickets (title, status_id, department_id, requester_id, "
-                    "created_at, updated_at) VALUES ('orphan', 999, 1, 1, NOW(6), NOW(6))"
-                )
-            )
+            insert_orphan_ticket(conn)
         wait_synced(source_db.engine, redis_url)
         for n in range(3):  # each rename re-renders the orphan: a dead letter each time
             with source_db.engine.begin() as conn:

@@ -20,6 +20,7 @@ from cdc_worker.observability.worker_http import serve
 from cdc_worker.settings import load_settings
 from tests.conftest import SourceDatabase
 from tests.harness import (
+    insert_orphan_ticket,
     kill_dump_threads,
     wait_heartbeat,
     wait_synced,
@@ -128,13 +129,7 @@ def test_every_worker_metric_is_served_and_moves_when_its_event_happens(
             before = scrape(port)
             with source_db.engine.begin() as conn:
                 conn.execute(text("UPDATE tickets SET title = 'moved' ORDER BY id LIMIT 5"))
-                conn.execute(text("SET SESSION FOREIGN_KEY_CHECKS = 0"))
-                conn.execute(
-                    text(
-                        "INSERT INTO tickets (title, status_id, department_id, requester_id, "
-                        "created_at, updated_at) VALUES ('orphan', 999, 1, 1, NOW(6), NOW(6))"
-                    )
-                )
+                insert_orphan_ticket(conn)
             wait_synced(source_db.engine, redis_url)
             with source_db.engine.begin() as conn:  # the same tickets: states now in memory
                 conn.execute(text("UPDATE tickets SET title = 'again' ORDER BY id LIMIT 5"))

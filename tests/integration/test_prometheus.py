@@ -20,14 +20,13 @@ from pathlib import Path
 
 import httpx
 import redis
-from sqlalchemy import text
 
 from cdc_worker.devtools.localservers import RedisServer, free_port
 from cdc_worker.devtools.seed import seed
 from cdc_worker.snapshots.resync_client import request
 from cdc_worker.store.jobs import load as load_job
 from tests.conftest import SourceDatabase
-from tests.harness import spawn_worker, wait_heartbeat, worker_env
+from tests.harness import insert_orphan_ticket, spawn_worker, wait_heartbeat, worker_env
 from tests.monitoring import alert_exprs, panel_queries
 from tests.prometheus_server import PrometheusServer, rules_with, running_prometheus
 
@@ -122,13 +121,7 @@ def dead_letter_one_row(source_db: SourceDatabase) -> None:
     """A ticket whose status does not exist: the worker cannot render it. Its id is far
     above the load generator's, which picks new ids itself."""
     with source_db.engine.begin() as conn:
-        conn.execute(text("SET SESSION FOREIGN_KEY_CHECKS = 0"))
-        conn.execute(
-            text(
-                "INSERT INTO tickets (id, title, status_id, department_id, requester_id, "
-                "created_at, updated_at) VALUES (1000000, 'orphan', 999, 1, 1, NOW(6), NOW(6))"
-            )
-        )
+        insert_orphan_ticket(conn, 1_000_000)
 
 
 def run_resyncs(redis_url: str) -> None:
