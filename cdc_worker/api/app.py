@@ -1,6 +1,5 @@
 """The read API: FastAPI over Redis only (never MySQL), documents served as stored."""
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -204,10 +203,12 @@ async def _readiness(
     # On the shared pipelined connection: a busy pool must not read as "unreachable".
     single_reads: PipelinedReader = request.app.state.single_reads
     # Bounded, so a frozen Redis cannot hold the probe or the scrape past their own timeouts
-    # (the gauges then vanish); shielded, so the pipelined call still takes its reply.
-    reading = asyncio.ensure_future(single_reads.call("MGET", keys.CHECKPOINT, keys.HEARTBEAT))
+    # (the gauges then vanish); bounded by Redis's silence, not by the wall clock, so a
+    # flood that slows this event loop does not read as "Redis did not answer".
     try:
-        checkpoint, heartbeat = await asyncio.wait_for(asyncio.shield(reading), PROBE_TIMEOUT_S)
+        checkpoint, heartbeat = await single_reads.call_within(
+            PROBE_TIMEOUT_S, "MGET", keys.CHECKPOINT, keys.HEARTBEAT
+        )
     except TimeoutError:
         metrics.redis_errors.inc()
         checkpoint = heartbeat = None

@@ -65,22 +65,72 @@ def _tls_context(query: dict[str, str]) -> ssl.SSLContext:
     return context
 
 
+def _consume(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned call's outcome, so asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def _within_silence(
+    pending: asyncio.Future[Any], silence_s: float, replies: Callable[[], _Replies | None]
+) -> Any:
+    """``pending``'s result, or TimeoutError once the connection ``replies()`` names has been
+    silent for ``silence_s`` while it waits; no connection yet (None): keep waiting."""
+    while True:
+        await asyncio.wait({pending}, timeout=silence_s)
+        if pending.done():
+            return pending.result()
+        # Silence as of now, judged after two loop turns, so that replies that arrived by
+        # now but were not yet read (a busy loop reads late) are counted.
+        asked_s = time.monotonic()
+        for _ in range(2):
+            await asyncio.sleep(0)
+        if pending.done():
+            return pending.result()
+        connection = replies()
+        if connection is not None and connection.silent_s(asked_s) >= silence_s:
+            # The connection's watchdog or its loss settles the call; nobody reads it.
+            pending.add_done_callback(_consume)
+            raise TimeoutError(f"Redis sent nothing for {silence_s:g} s")
+
+
+class _Waiter:
+    """A request on the connection: its future, and when its command left (None: not yet)."""
+
+    __slots__ = ("future", "sent_s")
+
+    def __init__(self, future: asyncio.Future[Any], sent_s: float | None = None) -> None:
+        self.future = future
+        self.sent_s = sent_s
+
+
 class _Replies(asyncio.Protocol):
     """Parses the connection's replies and hands each to the oldest waiting request."""
 
     def __init__(self) -> None:
         self.parser = hiredis.Reader()
-        self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self.waiting: deque[_Waiter] = deque()
         self.transport: asyncio.Transport | None = None
         self.lost: BaseException | None = None
+        self.heard_s = time.monotonic()  # when Redis last sent anything
+
+    def silent_s(self, now_s: float) -> float:
+        """How long Redis has sent nothing since the oldest waiting command left: 0 when none
+        waits. Counted from the send, not from the request, and reset by every reply, so time
+        a busy event loop spends before sending or reading does not count."""
+        sent_s = self.waiting[0].sent_s if self.waiting else None
+        if sent_s is None:
+            return 0.0
+        return now_s - max(self.heard_s, sent_s)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.heard_s = time.monotonic()
         self.parser.feed(data)
         while (reply := self.parser.gets()) is not False:
-            future, _ = self.waiting.popleft()
+            future = self.waiting.popleft().future
             if future.done():  # its request was cancelled; the reply is still its own
                 continue
             if isinstance(reply, hiredis.ReplyError):
@@ -92,7 +142,7 @@ class _Replies(asyncio.Protocol):
         self.lost = self.lost or exc or ConnectionError("Redis closed the connection")
         error = self.lost if isinstance(self.lost, RedisError) else ConnectionError("lost Redis")
         while self.waiting:
-            future, _ = self.waiting.popleft()
+            future = self.waiting.popleft().future
             if not future.done():
                 future.set_exception(error)
 
@@ -100,8 +150,9 @@ class _Replies(asyncio.Protocol):
 class PipelinedReader:
     """``hget`` for many concurrent requests over one connection, reconnecting on demand.
 
-    A request that waits longer than ``timeout_s`` fails, with every request behind it on
-    the connection, and the next request connects afresh.
+    When requests wait and Redis has sent nothing for ``timeout_s``, they all fail and the
+    next request connects afresh. Time only waited in a busy event loop does not count: the
+    replies that keep arriving show Redis is answering.
     """
 
     def __init__(
@@ -115,7 +166,7 @@ class PipelinedReader:
         self.timeout_s = timeout_s
         self._replies: _Replies | None = None
         self._connecting: asyncio.Lock | None = None
-        self._outgoing: list[bytes] = []
+        self._outgoing: list[tuple[_Waiter, bytes]] = []
         self._watchdog: asyncio.TimerHandle | None = None
         self._failed_at_s = -RETRY_AFTER_S  # when a connection attempt last failed
 
@@ -130,12 +181,23 @@ class PipelinedReader:
         if replies is None or replies.lost is not None:
             replies = await self._connect()
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        replies.waiting.append((future, time.monotonic()))
+        waiter = _Waiter(loop.create_future())
+        replies.waiting.append(waiter)
         if not self._outgoing:
             loop.call_soon(self._flush)
-        self._outgoing.append(hiredis.pack_command(command))  # type: ignore[arg-type]
-        return await future
+        self._outgoing.append((waiter, hiredis.pack_command(command)))  # type: ignore[arg-type]
+        return await waiter.future
+
+    async def call_within(self, silence_s: float, *command: str | int | bytes) -> Any:
+        """``call``, failing with TimeoutError once Redis has been silent for ``silence_s``
+        while this request waits (a probe's bound that a flood of requests does not trip).
+        A connection attempt in progress is bounded by its own timeouts instead."""
+
+        def replies() -> _Replies | None:
+            connecting = self._connecting is not None and self._connecting.locked()
+            return None if connecting else self._replies
+
+        return await _within_silence(asyncio.ensure_future(self.call(*command)), silence_s, replies)
 
     async def close(self) -> None:
         """Close the connection; requests still waiting fail."""
@@ -150,7 +212,10 @@ class PipelinedReader:
         outgoing, self._outgoing, replies = self._outgoing, [], self._replies
         # A lost connection's connection_lost fails the requests it had.
         if outgoing and replies and replies.transport and replies.lost is None:
-            replies.transport.write(b"".join(outgoing))
+            sent_s = time.monotonic()
+            for waiter, _ in outgoing:
+                waiter.sent_s = sent_s
+            replies.transport.write(b"".join(command for _, command in outgoing))
 
     async def _connect(self) -> _Replies:
         if self._connecting is None:
@@ -201,11 +266,11 @@ class PipelinedReader:
         loop = asyncio.get_running_loop()
         for command in commands:
             future = loop.create_future()
-            replies.waiting.append((future, time.monotonic()))
+            replies.waiting.append(_Waiter(future, time.monotonic()))
             assert replies.transport is not None
             replies.transport.write(hiredis.pack_command(command))
             try:
-                await asyncio.wait_for(future, self.timeout_s)
+                await _within_silence(future, self.timeout_s, lambda: replies)
             except ResponseError as exc:
                 if command[0] == "AUTH":
                     raise AuthenticationError("Redis refused the credentials") from None
@@ -219,13 +284,28 @@ class PipelinedReader:
         self._watchdog = asyncio.get_running_loop().call_later(CHECK_EVERY_S, self._check)
 
     def _check(self) -> None:
-        """Drop a connection whose oldest request waits too long (Redis stopped answering)."""
+        """Drop a connection that has been silent too long while requests wait (Redis
+        stopped answering). Judged only after the loop next polls the socket: a long
+        callback may have run since the replies arrived, so they may not have been read."""
         replies = self._replies
         if replies is None or replies.lost is not None:
             self._watchdog = None
             return
-        if replies.waiting and time.monotonic() - replies.waiting[0][1] > self.timeout_s:
+        checked_s = time.monotonic()
+        if replies.silent_s(checked_s) > self.timeout_s:
+            # Judged as of now, after the loop next polls the socket (timers run after the
+            # poll, in the same loop turn).
+            loop = asyncio.get_running_loop()
+            self._watchdog = loop.call_later(0, self._judge, replies, checked_s)
+            return
+        self._arm_watchdog()
+
+    def _judge(self, replies: _Replies, checked_s: float) -> None:
+        current = replies is self._replies and replies.lost is None
+        if current and replies.silent_s(checked_s) > self.timeout_s:
             replies.lost = RedisTimeoutError(f"no reply from Redis in {self.timeout_s} s")
             assert replies.transport is not None
             replies.transport.abort()
+            self._watchdog = None
+            return
         self._arm_watchdog()

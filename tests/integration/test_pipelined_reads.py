@@ -110,6 +110,59 @@ def test_a_stopped_redis_times_requests_out_instead_of_hanging(own_redis: RedisS
     assert asyncio.run(run()) < 10  # bounded by the timeout, not by the stop
 
 
+def test_a_busy_event_loop_is_not_mistaken_for_a_silent_redis(redis_url: str) -> None:
+    """A flood slows the API's event loop: commands leave late and replies are read late.
+    Only Redis's own silence may fail requests, not the time they spent in the loop."""
+    values = fill(redis_url, 20)
+
+    async def busy_loop_reads(reader: PipelinedReader) -> None:
+        try:
+            probe = asyncio.ensure_future(reader.call_within(1.0, "HGET", KEY, "1"))
+            reads = [asyncio.ensure_future(reader.hget(KEY, str(i))) for i in range(20)]
+            for _ in range(3):  # busy before a send, and after one with replies unread
+                await asyncio.sleep(0)
+                time.sleep(1.3)
+            assert await probe == values["1"]
+            assert await asyncio.gather(*reads) == [values[str(i)] for i in range(20)]
+        finally:
+            await reader.close()
+
+    async def run() -> None:
+        # While connecting, the probe waits for the attempt, which has its own bound (5 s).
+        await busy_loop_reads(PipelinedReader(redis_url, timeout_s=5))
+        # On an open connection whose watchdog allows 1 s of silence.
+        warm = PipelinedReader(redis_url, timeout_s=1)
+        assert await warm.hget(KEY, "0") == values["0"]
+        await busy_loop_reads(warm)
+
+    asyncio.run(run())
+
+
+def test_a_probe_on_a_stopped_redis_gives_up_after_the_silence_bound(
+    own_redis: RedisServer,
+) -> None:
+    fill(own_redis.url, 10)
+    pid = int(own_redis.pid_file.read_text())
+
+    async def run() -> float:
+        reader = PipelinedReader(own_redis.url, timeout_s=5)
+        try:
+            await reader.hget(KEY, "1")
+            os.kill(pid, signal.SIGSTOP)
+            started = time.monotonic()
+            try:
+                with pytest.raises(asyncio.TimeoutError):
+                    await reader.call_within(1.0, "HGET", KEY, "1")
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            return time.monotonic() - started
+        finally:
+            await reader.close()
+
+    waited_s = asyncio.run(run())
+    assert 1.0 <= waited_s < 4.0  # the probe's bound, not the connection's 5 s
+
+
 def test_acl_user_password_and_database_come_from_the_url(redis_url: str) -> None:
     with redis.Redis.from_url(redis_url) as admin:
         admin.acl_setuser(
