@@ -24,6 +24,12 @@ from cdc_worker.store import connection
 SENTINEL_TIMEOUT_S = 1.0
 
 
+class WaitingSentinelPool(aiosentinel.SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """A Sentinel-managed pool in which a request waits (up to ``timeout`` seconds) for a
+    free connection when all are busy, as the plain URL's pool does, instead of failing at
+    once with "Too many connections"."""
+
+
 def url_options(url: str) -> dict[str, Any]:
     """What a Sentinel-managed connection takes from the Redis URL: database, user,
     password and TLS; never the host, which the Sentinels decide."""
@@ -70,8 +76,8 @@ def async_sentinel(settings: Settings) -> aiosentinel.Sentinel:
 
 def async_clients(settings: Settings, timeout_s: float) -> tuple[aioredis.Redis, aioredis.Redis]:
     """The API's (primary, reads) clients: the same client unless reads go to replicas.
-    Straight to the URL, a request waits (up to ``api_redis_pool_wait_s``) for a free pooled
-    connection rather than fail at once when all are busy."""
+    A request waits (up to ``api_redis_pool_wait_s``) for a free pooled connection rather
+    than fail at once when all are busy, straight to the URL or through the Sentinels."""
     url, max_connections = settings.redis_url.get_secret_value(), settings.api_redis_pool_size
     options: dict[str, Any] = {"socket_timeout": timeout_s, "max_connections": max_connections}
     if not settings.sentinels:
@@ -82,6 +88,9 @@ def async_clients(settings: Settings, timeout_s: float) -> tuple[aioredis.Redis,
         return primary, primary
     sentinel = async_sentinel(settings)
     name, options = settings.redis_sentinel_service, {**options, **url_options(url)}
+    options.update(
+        connection_pool_class=WaitingSentinelPool, timeout=settings.api_redis_pool_wait_s
+    )
     primary = sentinel.master_for(name, **options)
     if settings.api_read_from == "primary":
         return primary, primary

@@ -300,11 +300,12 @@ def test_a_busy_pool_queues_requests_and_readiness_never_says_unreachable(
         app = create_app(load_settings(redis_url=redis_url))
         statuses = asyncio.run(_concurrent_batches(app, 200))
         assert statuses == {200: 200}
-        tight = load_settings(redis_url=redis_url, api_redis_pool_size=1, api_redis_pool_wait_s=0.3)
+        tight = load_settings(redis_url=redis_url, api_redis_pool_size=1, api_redis_pool_wait_s=1)
         assert asyncio.run(_readiness_while_the_pool_is_held(create_app(tight))) == (
+            True,
             200,
             "not unreachable",
-            200,
+            503,
         )
 
 
@@ -321,20 +322,29 @@ async def _concurrent_batches(app: FastAPI, count: int) -> dict[int, int]:
     return counts
 
 
-async def _readiness_while_the_pool_is_held(app: FastAPI) -> tuple[int, str, int]:
+async def _readiness_while_the_pool_is_held(app: FastAPI) -> tuple[bool, int, str, int]:
+    """Hold the pool's only connection: /board (which reads the pool; ticket reads go on the
+    pipelined connection) waits for it, /readyz is not "unreachable", and a request that
+    outwaits CDC_API_REDIS_POOL_WAIT_S gets a 503 rather than hanging."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            held = await app.state.redis.connection_pool.get_connection()
+            pool = app.state.redis.connection_pool
+            held = await pool.get_connection()
+            board = asyncio.ensure_future(client.get("/board", params={"department_id": 1}))
+            ready = await client.get("/readyz")
+            await asyncio.sleep(0.2)
+            waiting = not board.done()
+            await pool.release(held)
+            board_status = (await board).status_code
+            reasons = " ".join(ready.json()["reasons"])
+            verdict = "unreachable" if "unreachable" in reasons else "not unreachable"
+            held = await pool.get_connection()
             try:
-                waited = await client.get("/tickets", params={"ids": "1"})
-                ready = await client.get("/readyz")
-                reasons = " ".join(ready.json()["reasons"])
-                verdict = "unreachable" if "unreachable" in reasons else "not unreachable"
+                outwaited = await client.get("/board", params={"department_id": 1})
             finally:
-                await app.state.redis.connection_pool.release(held)
-            after = await client.get("/tickets", params={"ids": "1"})
-    return waited.status_code, verdict, after.status_code
+                await pool.release(held)
+    return waiting, board_status, verdict, outwaited.status_code
 
 
 def test_random_ids_near_the_top_of_bigint_page_exactly(

@@ -5,6 +5,7 @@ API reading replicas never returns a torn document."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import socket
@@ -20,8 +21,10 @@ import redis
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
+from cdc_worker.api.app import create_app
 from cdc_worker.devtools.redis_ha import RedisGroup, start_redis_group
 from cdc_worker.devtools.seed import seed
+from cdc_worker.settings import load_settings
 from cdc_worker.store import jobs, keys
 from tests.chaos import Writer
 from tests.conftest import SourceDatabase
@@ -313,3 +316,45 @@ def _reads_served_by_replicas(group: RedisGroup) -> int:
             stats = client.info("commandstats")
         served += sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("hget", "hmget"))
     return served
+
+
+@pytest.mark.parametrize("read_from", ["primary", "replica"])
+def test_a_busy_sentinel_pool_queues_requests_like_the_plain_one(
+    redis_group: RedisGroup, read_from: str
+) -> None:
+    """Issue 20, item 6, through the Sentinels too: with every pooled connection busy, a
+    request waits for one (up to CDC_API_REDIS_POOL_WAIT_S) instead of a 503 at once, and
+    readiness never calls a busy pool "unreachable"."""
+    settings = load_settings(
+        redis_url=redis_group.url(),
+        redis_sentinels=redis_group.sentinel_list,
+        redis_sentinel_service="ticket-sync",
+        api_read_from=read_from,
+        api_redis_pool_size=1,
+        api_redis_pool_wait_s=5,
+    )
+    app = create_app(settings)
+
+    async def run() -> tuple[bool, int, list[str], float]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+                clients = (app.state.redis, app.state.reads)
+                pools = {id(c.connection_pool): c.connection_pool for c in clients}
+                held = [(pool, await pool.get_connection()) for pool in pools.values()]
+                started = time.monotonic()
+                board = asyncio.ensure_future(client.get("/board", params={"department_id": 1}))
+                ready = asyncio.ensure_future(client.get("/readyz"))
+                await asyncio.sleep(0.5)
+                waiting = not board.done() and (read_from == "primary" or not ready.done())
+                for pool, connection in held:
+                    await pool.release(connection)
+                board_status = (await board).status_code
+                reasons = (await ready).json()["reasons"]
+                return waiting, board_status, reasons, time.monotonic() - started
+
+    waiting, board_status, reasons, took_s = asyncio.run(run())
+    assert waiting, "a request failed at once instead of waiting for a pooled connection"
+    assert board_status == 200
+    assert not [r for r in reasons if "unreachable" in r], reasons
+    assert took_s < 5
