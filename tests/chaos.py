@@ -39,6 +39,7 @@ class Writer(threading.Thread):
         super().__init__(name="chaos-writer", daemon=True)
         self.engine, self.rng = engine, random.Random(seed)
         self.stop, self.committed, self.failed = threading.Event(), 0, 0
+        self.errors: list[str] = []  # anything but a database error: a bug in the workload
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -48,6 +49,17 @@ class Writer(threading.Thread):
                 self.failed += 1  # server restarted, or our ids went stale: reload, go on
                 self.engine.dispose()
                 time.sleep(0.2)
+            except Exception as exc:  # kept for the test's message, then go on
+                self.errors.append(repr(exc)[:300])
+                self.engine.dispose()
+                time.sleep(0.2)
+
+    def describe(self) -> str:
+        """One line for an assertion message: how the writer is doing."""
+        state = "running" if self.is_alive() else "stopped"
+        return f"writer {state}: {self.committed} committed, {self.failed} failed, " + (
+            f"errors {self.errors[:3]}"
+        )
 
     def _write(self) -> None:
         with self.engine.connect() as conn:

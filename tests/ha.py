@@ -141,6 +141,14 @@ class Fleet:
         except urllib.error.HTTPError as error:
             return int(error.code)
 
+    def tail(self, lines: int = 12) -> str:
+        """The last lines of every worker's log, for an assertion message."""
+        parts = []
+        for path in sorted(self.logs.glob("worker-*.log")):
+            last = path.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {path.name}\n" + "\n".join(line[:300] for line in last))
+        return "\n".join(parts)
+
     def log_events(self) -> Counter[str]:
         """How many times each log event (``event`` field) appears across every worker."""
         counted: Counter[str] = Counter()

@@ -46,6 +46,7 @@ NO_TELEMETRY: TelemetryConfig = {
 def create_app(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
     """The API, with its own metrics; ``client`` defaults to a pooled one from the settings."""
     metrics = ApiMetrics()
+    metrics.event_streams_max.set(settings.api_max_streams)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -193,6 +194,7 @@ def _add_operational_routes(app: FastAPI, settings: Settings, metrics: ApiMetric
     async def prometheus_metrics(request: Request) -> Response:
         result = await _readiness(request, settings, metrics, view)
         metrics.ready.set(1 if result.ready else 0)
+        metrics.event_streams.set(getattr(request.app.state, "open_streams", 0))
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

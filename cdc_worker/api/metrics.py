@@ -64,3 +64,11 @@ class ApiMetrics:
             registry=r,
         )
         self.ready = Gauge("cdc_api_ready", "1 when /readyz would answer 200, else 0", registry=r)
+        self.event_streams = Gauge(
+            "cdc_api_event_streams", "Open /tickets/events streams (SSE clients)", registry=r
+        )
+        self.event_streams_max = Gauge(
+            "cdc_api_event_streams_max",
+            "The most open event streams allowed (CDC_API_MAX_STREAMS); more get a 503",
+            registry=r,
+        )

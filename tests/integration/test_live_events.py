@@ -138,8 +138,11 @@ def test_a_full_resync_sends_reset(live: Live) -> None:
 
 
 def test_idle_streams_get_heartbeats_and_the_stream_count_is_capped(live: Live) -> None:
+    assert scraped(live, "cdc_api_event_streams_max") == 4
+    assert scraped(live, "cdc_api_event_streams") == 0
     streams = [live.events() for _ in range(4)]
     assert streams[0].next(lambda e: e.comment).comment  # ": keep-alive" within 0.5 s
+    assert scraped(live, "cdc_api_event_streams") == 4
     refused = httpx.get(f"{live.base}/tickets/events", timeout=5)
     assert refused.status_code == 503
     streams.pop().close()
@@ -153,6 +156,18 @@ def test_idle_streams_get_heartbeats_and_the_stream_count_is_capped(live: Live) 
     assert again.status == 200
     for stream in [*streams, again]:
         stream.close()
+    deadline = time.monotonic() + 10
+    while scraped(live, "cdc_api_event_streams") != 0:  # once the server sees them gone
+        assert time.monotonic() < deadline, "closed streams still counted as open"
+        time.sleep(0.1)
+
+
+def scraped(live: Live, name: str) -> float:
+    """One unlabelled metric from the API's /metrics."""
+    for line in httpx.get(f"{live.base}/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
 
 
 def test_polling_pages_follow_the_feed_and_a_trimmed_point_answers_410(live: Live) -> None:
