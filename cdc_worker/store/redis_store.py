@@ -255,14 +255,18 @@ class RedisStore:
             raise ReadModelLost(f"the '{keys.DOCUMENTS}' hash vanished ({indexed} tickets indexed)")
         return int(documents), int(dead_letters)
 
-    def beat_halted(self, reason: str, ttl_s: int, source_behind_s: float = 0.0) -> None:
+    def beat_halted(
+        self, reason: str, ttl_s: int, source_behind_s: float = 0.0, worker: str = ""
+    ) -> None:
         """A heartbeat saying the worker stopped applying, and why (readiness shows it)."""
-        value = {
+        value: dict[str, object] = {
             "at_s": time.time(),
             "lag_s": 0.0,
             "source_behind_s": source_behind_s,
             "halted": reason,
         }
+        if worker:
+            value["worker"] = worker  # host:pid of the halted (active) worker
         self.client.set(keys.HEARTBEAT, orjson.dumps(value), ex=ttl_s)
 
     def document_count(self) -> int:

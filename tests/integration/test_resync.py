@@ -20,7 +20,6 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
-from cdc_worker import worker as worker_loop
 from cdc_worker.api.app import create_app
 from cdc_worker.checkpoint import Position
 from cdc_worker.devtools.loadgen import run_workload
@@ -30,6 +29,7 @@ from cdc_worker.schema.models import Base
 from cdc_worker.settings import load_settings
 from cdc_worker.store import keys
 from cdc_worker.store.jobs import Job, enqueue, load, new_job
+from cdc_worker.worker import loop as worker_loop
 from tests.conftest import SourceDatabase
 from tests.harness import (
     purge_all_but_the_current_binlog,

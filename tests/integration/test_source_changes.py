@@ -201,13 +201,15 @@ def halted_metric(port: int) -> float:
     )
 
 
-def wait_halted(redis_url: str, timeout_s: float = 30.0) -> str:
+def wait_halted(redis_url: str, timeout_s: float = 30.0) -> tuple[str, str]:
+    """The halted worker's reason and name, from its heartbeat."""
     deadline = time.monotonic() + timeout_s
     with redis.Redis.from_url(redis_url) as client:
         while True:
             beat = client.get(keys.HEARTBEAT)
             if beat and orjson.loads(beat).get("halted"):
-                return str(orjson.loads(beat)["halted"])
+                halted = orjson.loads(beat)
+                return str(halted["halted"]), str(halted.get("worker", ""))
             assert time.monotonic() < deadline, "the worker never said it stopped applying"
             time.sleep(0.1)
 
@@ -230,8 +232,9 @@ def test_an_event_the_worker_cannot_read_halts_it_until_a_full_resync(
             f"LOAD DATA INFILE '{rows}' INTO TABLE helpdesk.tags (name)",
         )
         run_workload(engine, 10, seed=10)
-        reason = wait_halted(own_redis.url)
+        reason, name = wait_halted(own_redis.url)
         assert "LOAD DATA" in reason
+        assert name.endswith(f":{worker.pid}")  # which worker stopped, for the operator
         check = cli(env, "check")
         assert check.returncode == 1
         assert "worker stopped applying" in check.stdout

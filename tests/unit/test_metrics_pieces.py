@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 import cdc_worker.source_guard
-import cdc_worker.worker
+import cdc_worker.worker.loop
 from cdc_worker.api.metrics import ApiMetrics
 from cdc_worker.checkpoint import Position
 from cdc_worker.observability.health import WorkerView
@@ -208,7 +208,7 @@ def test_the_api_behind_is_the_workers_while_it_beats_then_grows_with_silence() 
 def rebuild_reasons_in_the_worker() -> set[str]:
     """Every string the worker loop assigns to ``resync_reason`` (the snapshot's reason)."""
     found: set[str] = {cdc_worker.source_guard.DIVERGED}
-    tree = ast.parse(Path(cdc_worker.worker.__file__).read_text())
+    tree = ast.parse(Path(cdc_worker.worker.loop.__file__).read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Attribute) and t.attr == "resync_reason" for t in node.targets

@@ -9,17 +9,11 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-import pymysql
-import redis
-import sqlalchemy.exc
 import structlog
 
-from cdc_worker.checkpoint import Checkpoint, Position
+from cdc_worker.checkpoint import Checkpoint
 from cdc_worker.errors import CheckpointLost, StreamInterrupted, UnreadableEvent
 from cdc_worker.observability.metrics import WorkerMetrics
 from cdc_worker.observability.reporting import record_dead_letters
@@ -28,35 +22,19 @@ from cdc_worker.pipeline import PhaseTimes, apply_changes
 from cdc_worker.settings import STATE_CACHE_TICKETS
 from cdc_worker.snapshots.resyncer import FullResync, Resyncer
 from cdc_worker.snapshots.snapshotter import Snapshotter
-from cdc_worker.source import head
-from cdc_worker.source.binlog import BinlogReader, Chunk
-from cdc_worker.source.reader_process import ProcessReader
+from cdc_worker.source.binlog import Chunk
 from cdc_worker.source.stream import SourceConfig
 from cdc_worker.source_guard import DIVERGED, SourceGuard
-from cdc_worker.store.interface import FenceLost, ReadModelLost
+from cdc_worker.store.interface import ReadModelLost
 from cdc_worker.store.jobs import Job
-from cdc_worker.store.lease import Lease, LeaseLost, wait_for_lease
+from cdc_worker.store.lease import Lease, LeaseLost
 from cdc_worker.store.redis_store import RedisStore
 from cdc_worker.store.state_cache import StateCache
-from projections.changes import RowChange
-from projections.handlers import ticket_ids_of
-from projections.state import Refs
+from cdc_worker.worker.leadership import Leadership
+from cdc_worker.worker.recording import BatchRecorder
+from cdc_worker.worker.recovery import RECOVERABLE, Recovery, reconnect_reasons
+from cdc_worker.worker.session import ResyncNeeded, Session, open_reader
 
-RECOVERABLE = (
-    StreamInterrupted,
-    FenceLost,
-    redis.ConnectionError,
-    redis.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    # Redis full (maxmemory + noeviction): MULTI/EXEC applied nothing; back off and retry.
-    redis.exceptions.OutOfMemoryError,
-    redis.exceptions.ExecAbortError,
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    pymysql.err.OperationalError,
-    pymysql.err.InterfaceError,
-    OSError,
-)
 IDLE_WAIT_S = 0.5
 # A full resync reads its next chunk while projecting this one, and holds stream batches back
 # meanwhile (see resyncer): it asks for no chunk ahead once this long has passed since the
@@ -66,57 +44,11 @@ RESYNC_STREAM_BUDGET_S = 0.5
 IDLE_CHECKPOINT_EVERY_S = 1.0
 HEARTBEAT_EVERY_S = 1.0
 HEARTBEAT_TTL_S = 30
-REDIS_ERRORS = (redis.RedisError,)
-
-
-def reconnect_reasons() -> list[str]:
-    """Every reason a session can end with (``_recover``'s labels), known in advance."""
-    return ["fence", *(kind.__name__ for kind in RECOVERABLE if kind is not FenceLost)]
 
 
 def now_s_due(last_s: float) -> bool:
     """True once a heartbeat period has passed since ``last_s`` (monotonic)."""
     return time.monotonic() - last_s >= HEARTBEAT_EVERY_S
-
-
-class ResyncNeeded(Exception):
-    """Raised inside a session when only a full snapshot can make the read model right."""
-
-
-def open_reader(config: SourceConfig, start: Position) -> BinlogReader | ProcessReader:
-    """The binlog reader of one session, in a child process or on a thread."""
-    if config.reader_mode == "process":
-        return ProcessReader(config, start)
-    return BinlogReader(config, start)
-
-
-@dataclass
-class Session:
-    """What one streaming session holds: the reader, the checkpoint, the references."""
-
-    reader: BinlogReader | ProcessReader
-    checkpoint: Checkpoint
-    refs: Refs
-    pending: Checkpoint | None = None
-    pending_since_s: float = 0.0
-    resync: FullResync | None = None
-    cache: StateCache = field(default_factory=lambda: StateCache(0))
-    # Tickets a targeted repair rewrote from a snapshot at a position not yet applied: the
-    # stream's changes to them up to that position are older than what Redis now holds.
-    repaired: dict[int, Position] = field(default_factory=dict)
-
-    def superseded(self, change: RowChange) -> bool:
-        """True for a change every ticket of which a repair already covers."""
-        ids = ticket_ids_of(change)
-        if not ids or not self.repaired:
-            return False
-        file, _, pos = change.position.rpartition(":")
-        at = Position(file, int(pos or 0))
-        return all((r := self.repaired.get(i)) is not None and not r.precedes(at) for i in ids)
-
-    def forget_repairs_before(self, position: Position) -> None:
-        """Drop the repairs the applied stream has passed."""
-        self.repaired = {i: r for i, r in self.repaired.items() if position.precedes(r)}
 
 
 class Worker:
@@ -139,29 +71,26 @@ class Worker:
         guard: SourceGuard | None = None,
     ) -> None:
         self.store = store
-        self.lease = lease  # None: always active (a single worker, tests of one part)
         self.fan_out_step_tickets = fan_out_step_tickets
         self.state_cache_tickets = state_cache_tickets
         self.snapshotter = snapshotter
         self.resyncer = resyncer
         self.source = source
         self.metrics = metrics
-        self.backoff_max_s = backoff_max_s
         self.stopping = stopping or threading.Event()
         self.streamed = False  # whether the current attempt got as far as streaming
         self.resync_reason: str | None = None
         self._halt_job: Job | None = None
         self.log: Any = structlog.get_logger("cdc_worker")
         self._last_heartbeat_s = 0.0
-        self._lag_s = 0.0
-        self._events_counted = 0
-        self._decoded_counted: dict[str, int] = {}
-        self._cache_counted = (0, 0)  # hits, misses already exported
+        self.recorder = BatchRecorder(metrics)
         self.telemetry = LoopTelemetry(metrics, liveness_timeout_s)
+        self.recovery = Recovery(metrics, self.telemetry, backoff_max_s, self.log)
         metrics.initialise_reconnect_reasons(reconnect_reasons())
         snapshotter.on_progress = self.telemetry.progressed
-        self.head_poll_s = head_poll_s
-        self._poller: head.HeadPoller | None = None
+        self.leadership = Leadership(
+            lease, metrics, self.telemetry, lambda: self.source, head_poll_s, self.log
+        )
         self.guard = guard  # None: one source server, no failover nor divergence check
 
     def request_stop(self) -> None:
@@ -173,26 +102,15 @@ class Worker:
         try:
             self._run()
         finally:
-            self._step_down("stopping")
+            self.leadership.step_down("stopping")
             self.telemetry.liveness.expected = False
         self.log.info("worker stopped")
         return 0
 
-    def _poll_head(self, active: bool) -> None:
-        """Poll the source's head only while active: a standby adds no load to the source."""
-        if active and self._poller is None:
-            self._poller = head.HeadPoller(
-                lambda: head.connect(self.source), self.telemetry.lag.saw_head, self.head_poll_s
-            )
-            self._poller.start()
-        elif not active and self._poller is not None:
-            self._poller.stop()
-            self._poller = None
-
     def _run(self) -> None:
         failures = 0
         while not self.stopping.is_set():
-            if not self._become_active():
+            if not self.leadership.become_active(self.stopping):
                 break
             self.streamed = False
             try:
@@ -201,7 +119,7 @@ class Worker:
             except UnreadableEvent as exc:
                 self._halt(str(exc))
             except LeaseLost as exc:
-                self._step_down(str(exc))
+                self.leadership.step_down(str(exc))
             except ReadModelLost as exc:
                 self.log.warning("read model vanished from Redis; full resync", error=str(exc))
                 self.resync_reason = "read_model_lost"
@@ -227,7 +145,7 @@ class Worker:
             self.telemetry.progressed()  # alive (/healthz), not ready (/readyz)
             with contextlib.suppress(*RECOVERABLE):
                 behind_s = self.telemetry.lag.behind_s()
-                self.store.beat_halted(reason, HEARTBEAT_TTL_S, behind_s)
+                self.store.beat_halted(reason, HEARTBEAT_TTL_S, behind_s, self.leadership.name)
                 job = self.resyncer.next_job()
                 if job is not None and job.kind == "full":
                     self._halt_job, self.resync_reason = job, "unreadable_event"
@@ -237,52 +155,9 @@ class Worker:
                     self.log.warning("repair refused: the worker stopped applying", job=job.id)
             self.stopping.wait(HEARTBEAT_EVERY_S)
 
-    def _become_active(self) -> bool:
-        """Hold the lease, waiting as a standby for it; False when asked to stop first."""
-        if self.lease is None or self.lease.held:
-            self._poll_head(True)
-            return True
-        self.metrics.worker_active.set(0)
-        if not wait_for_lease(self.lease, self.stopping, self._alive):
-            return False
-        self.metrics.worker_active.set(1)
-        self.metrics.leader_changes.inc()
-        self._poll_head(True)
-        self.log.info("active: took the lease", worker=self.lease.name)
-        return True
-
-    def _step_down(self, reason: str) -> None:
-        """Release the lease (a standby takes over at once) and become a standby."""
-        self._poll_head(False)
-        if self.lease is not None and (self.lease.held or self.lease.lost.is_set()):
-            self.lease.release()
-            self.metrics.worker_active.set(0)
-            self.log.warning("standby: gave up the lease", reason=reason[:200])
-
-    def _alive(self) -> None:
-        self.telemetry.progressed()  # waiting is a standby's work: /healthz stays 200
-
     def _recover(self, exc: BaseException, failures: int, switched: bool = False) -> None:
-        reason = "fence" if isinstance(exc, FenceLost) else type(exc).__name__
-        self.metrics.reconnects.labels(reason=reason).inc()
-        if isinstance(exc, FenceLost):
-            self.metrics.fence_conflicts.inc()
-        elif isinstance(exc, REDIS_ERRORS):
-            self.metrics.redis_write_errors.inc()
-        else:  # the source is away: restarting would not help, the loop is not stuck
-            self.telemetry.progressed()
-        delay_s = min(self.backoff_max_s, 0.1 * 2 ** min(failures - 1, 10))
-        if self.guard is not None:  # back off, but not past a failover that falls due
-            delay_s = 0.0 if switched else min(delay_s, self.guard.seconds_until_due())
-        self.log.warning(
-            "session ended; resuming from the checkpoint"
-            if self.streamed
-            else "cannot start a session; retrying",
-            error=str(exc)[:300],
-            kind=type(exc).__name__,
-            retry_in_s=round(delay_s, 2),
-        )
-        self.stopping.wait(delay_s)
+        pause_s = self.recovery.pause_s(exc, failures, self.streamed, self.guard, switched)
+        self.stopping.wait(pause_s)
 
     def _follow_source(self) -> bool:
         """After a failed session: switch servers once the one in use stays unreachable."""
@@ -329,7 +204,7 @@ class Worker:
         self.streamed = True
         self.telemetry.applied(checkpoint)
         reader = open_reader(self.source, checkpoint.position)
-        self._events_counted, self._decoded_counted, self._cache_counted = 0, {}, (0, 0)
+        self.recorder.new_session()
         reader.start()
         try:
             resync = self.resyncer.resume(checkpoint)
@@ -342,7 +217,7 @@ class Worker:
         finally:
             self.telemetry.session(None, None)
             if self.stopping.is_set():
-                self._step_down("stopping")  # its last batch is in: a standby may start now
+                self.leadership.step_down("stopping")  # its last batch is in: a standby may start
             reader.stop()
 
     def _stream(self, session: Session) -> None:
@@ -396,7 +271,7 @@ class Worker:
             self._commit(session, changes, new if new != session.checkpoint else None)
         elif new != session.checkpoint:
             session.pending = new
-        self._record(chunks, changes, commits, time.perf_counter() - started)
+        self.recorder.batch(changes, commits, time.perf_counter() - started)
         ddl = next((chunk.ddl for chunk in chunks if chunk.ddl), None)
         if ddl:
             raise ResyncNeeded(f"tracked table changed by DDL: {ddl[:120]}")
@@ -418,7 +293,7 @@ class Worker:
             session.cache,
             times,
         )
-        self._record_phases(times)
+        self.recorder.phases(times)
         if ops.dead_letters:  # rare: the identities are built only then
             own = {change.identity() for change in changes}
             record_dead_letters(ops, self.metrics, self.log, own)
@@ -445,41 +320,24 @@ class Worker:
         self.metrics.last_event_age.set(age_s)
         if age_s > self.source.stall_timeout_s:
             raise StreamInterrupted(f"no event nor heartbeat for {age_s:.0f} s")
-        self.metrics.events.inc(session.reader.events_seen - self._events_counted)
-        if self.lease is not None and now_s_due(self._last_heartbeat_s):
-            self.lease.confirm()  # a worker paused past its lease takes no job, beats no more
-        if session.resync is None and now_s_due(self._last_heartbeat_s):
-            self._take_job(session)
-        self._events_counted = session.reader.events_seen
-        self._count_decoded(session.reader.decoder.rows_by_decoder)
-        self._count_cache(session.cache)
-        now = time.monotonic()
-        if now - self._last_heartbeat_s >= HEARTBEAT_EVERY_S:
-            self._last_heartbeat_s = now
-            # The worst lag applied since the last beat; 0 when nothing was applied (idle).
-            worker = self.lease.name if self.lease is not None else ""
-            behind_s = self.telemetry.lag.behind_s()
-            source = self.guard.name if self.guard else None
-            size, dead_letters = self.store.beat(
-                session.checkpoint, self._lag_s, HEARTBEAT_TTL_S, behind_s, worker, source
-            )
-            self.telemetry.progressed()
-            self.metrics.documents.set(size)
-            self.metrics.dead_letters_stream_length.set(dead_letters)
-            self.metrics.lag_seconds.set(self._lag_s)
-            self._lag_s = 0.0
+        self.recorder.totals(session.reader, session.cache)
+        if now_s_due(self._last_heartbeat_s):
+            self.leadership.confirm()  # a worker paused past its lease takes no job
+            if session.resync is None:
+                self._take_job(session)
+            self._beat(session)
 
-    def _count_decoded(self, totals: Mapping[str, int]) -> None:
-        for decoder, total in list(totals.items()):
-            counted = self._decoded_counted.get(decoder, 0)
-            self.metrics.decoded_rows.labels(decoder=decoder).inc(total - counted)
-            self._decoded_counted[decoder] = total
-
-    def _count_cache(self, cache: StateCache) -> None:
-        hits, misses = self._cache_counted
-        self.metrics.state_cache_reads.labels(result="hit").inc(cache.hits - hits)
-        self.metrics.state_cache_reads.labels(result="miss").inc(cache.misses - misses)
-        self._cache_counted = (cache.hits, cache.misses)
+    def _beat(self, session: Session) -> None:
+        self._last_heartbeat_s = time.monotonic()
+        # The worst lag applied since the last beat; 0 when nothing was applied (idle).
+        lag_s, behind_s = self.recorder.take_lag(), self.telemetry.lag.behind_s()
+        source = self.guard.name if self.guard else None
+        size, dead_letters = self.store.beat(
+            session.checkpoint, lag_s, HEARTBEAT_TTL_S, behind_s, self.leadership.name, source
+        )
+        self.telemetry.progressed()
+        self.metrics.documents.set(size)
+        self.metrics.dead_letters_stream_length.set(dead_letters)
 
     def _take_job(self, session: Session) -> None:
         job = self.resyncer.next_job()
@@ -499,22 +357,3 @@ class Worker:
         session.checkpoint = self.resyncer.finish_full(run, session.checkpoint)
         session.refs, session.resync = run.shadow.refs, None
         session.cache.clear()  # a new live generation
-
-    def _record(
-        self, chunks: list[Chunk], changes: list[Any], commits: list[Chunk], elapsed_s: float
-    ) -> None:
-        for (table, op), count in Counter((c.table, c.op.value) for c in changes).items():
-            self.metrics.rows.labels(table=table, op=op).inc(count)
-        self.metrics.transactions.inc(len(commits))
-        self.metrics.batch_rows.observe(len(changes))
-        self.metrics.apply_seconds.observe(elapsed_s)
-        if commits and commits[-1].committed_at_s:
-            lag_s = max(0.0, time.time() - commits[-1].committed_at_s)
-            self._lag_s = max(self._lag_s, lag_s)
-            self.metrics.lag_seconds.set(lag_s)
-
-    def _record_phases(self, times: PhaseTimes) -> None:
-        phases = self.metrics.batch_phase_seconds
-        phases.labels(phase="read").observe(times.read_s)
-        phases.labels(phase="project").observe(times.project_s)
-        phases.labels(phase="write").observe(times.write_s)
