@@ -27,7 +27,7 @@ from cdc_worker.checkpoint import Checkpoint
 from cdc_worker.observability.health import Verdict, WorkerView, verdict
 from cdc_worker.settings import Settings
 from cdc_worker.store import keys
-from cdc_worker.store.connect import async_clients
+from cdc_worker.store.connect import async_clients, close_client
 
 REDIS_TIMEOUT_S = 5
 # /readyz and /metrics answer within this even when Redis is frozen (probe and scrape
@@ -53,14 +53,17 @@ def create_app(settings: Settings, client: aioredis.Redis | None = None) -> Fast
         url = settings.redis_url.get_secret_value()
         primary, reads = _clients(settings, client)
         app.state.redis, app.state.reads = primary, reads
-        app.state.single_reads = PipelinedReader(url, REDIS_TIMEOUT_S, read_resolver(settings))
+        resolver = read_resolver(
+            settings, getattr(primary.connection_pool, "sentinel_manager", None)
+        )
+        app.state.single_reads = PipelinedReader(url, REDIS_TIMEOUT_S, resolver)
         app.state.redis_problems = RedisProblems(url)
         await app.state.redis_problems.check(app.state.redis)
         yield
         await app.state.single_reads.close()
         if client is None:
             for opened in {id(primary): primary, id(reads): reads}.values():
-                await opened.aclose()
+                await close_client(opened)
 
     app = FastAPI(
         title="ticket-sync read API",

@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from cdc_worker.store import keys
+from cdc_worker.store.connect import close_client
 from cdc_worker.store.feed import KIND_RESET, FeedEntry, decode_entry, parse_entry_id
 from cdc_worker.store.feed import trimmed_from_info as _trimmed_from_info
 
@@ -148,7 +149,7 @@ class FeedHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
         if self.client is not None:
-            await self.client.aclose()
+            await close_client(self.client)
 
     def covers(self, after: tuple[int, int]) -> bool:
         """True when every entry after ``after`` (a parsed id) is (or will be) held here."""

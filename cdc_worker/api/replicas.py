@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+import redis.asyncio.sentinel as aiosentinel
 
 from cdc_worker.settings import Settings
 from cdc_worker.store import keys
@@ -26,12 +27,15 @@ def reads_go_to_replicas(settings: Settings) -> bool:
     return bool(settings.sentinels) and settings.api_read_from == "replica"
 
 
-def read_resolver(settings: Settings) -> Resolver | None:
-    """For the single-read connection: where to connect, asked of the Sentinels each time
-    it (re)connects; None: the URL's own host."""
+def read_resolver(
+    settings: Settings, sentinel: aiosentinel.Sentinel | None = None
+) -> Resolver | None:
+    """For the single-read connection: where to connect, asked of the Sentinels (through
+    ``sentinel``, the API clients' own manager when given) each time it (re)connects; None:
+    the URL's own host."""
     if not settings.sentinels:
         return None
-    sentinel = async_sentinel(settings)
+    sentinel = sentinel or async_sentinel(settings)
     service, replica = settings.redis_sentinel_service, reads_go_to_replicas(settings)
 
     async def resolve() -> Any:

@@ -110,6 +110,17 @@ def async_follower(settings: Settings) -> aioredis.Redis:
     return client
 
 
+async def close_client(client: aioredis.Redis) -> None:
+    """``aclose()`` the client, and the connections to the Sentinels its pool asks, which
+    ``aclose()`` leaves open (a Sentinel-managed pool keeps its manager, and the manager a
+    client per Sentinel)."""
+    manager: aiosentinel.Sentinel | None = getattr(client.connection_pool, "sentinel_manager", None)
+    await client.aclose()
+    if manager is not None:
+        for sentinel in manager.sentinels:
+            await sentinel.aclose()
+
+
 async def read_address(sentinel: aiosentinel.Sentinel, service: str, replica: bool) -> Any:
     """Where the next read connection goes: a random live replica when asked and one is
     listed, else the primary."""
