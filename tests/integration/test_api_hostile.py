@@ -331,8 +331,8 @@ async def _readiness_while_the_pool_is_held(app: FastAPI) -> tuple[bool, int, st
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
             pool = app.state.redis.connection_pool
             held = await pool.get_connection()
-            board = asyncio.ensure_future(client.get("/board", params={"department_id": 1}))
             ready = await client.get("/readyz")
+            board = asyncio.ensure_future(client.get("/board", params={"department_id": 1}))
             await asyncio.sleep(0.2)
             waiting = not board.done()
             await pool.release(held)
