@@ -27,7 +27,7 @@ from cdc_worker.checkpoint import Checkpoint
 from cdc_worker.observability.health import Verdict, WorkerView, verdict
 from cdc_worker.settings import Settings
 from cdc_worker.store import keys
-from cdc_worker.store.connect import async_clients, close_client
+from cdc_worker.store.connect import async_clients, close_client, sentinel_of
 
 REDIS_TIMEOUT_S = 5
 # /readyz and /metrics answer within this even when Redis is frozen (probe and scrape
@@ -46,16 +46,13 @@ NO_TELEMETRY: TelemetryConfig = {
 def create_app(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
     """The API, with its own metrics; ``client`` defaults to a pooled one from the settings."""
     metrics = ApiMetrics()
-    metrics.event_streams_max.set(settings.api_max_streams)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = settings.redis_url.get_secret_value()
         primary, reads = _clients(settings, client)
         app.state.redis, app.state.reads = primary, reads
-        resolver = read_resolver(
-            settings, getattr(primary.connection_pool, "sentinel_manager", None)
-        )
+        resolver = read_resolver(settings, sentinel_of(primary))
         app.state.single_reads = PipelinedReader(url, REDIS_TIMEOUT_S, resolver)
         app.state.redis_problems = RedisProblems(url)
         await app.state.redis_problems.check(app.state.redis)
@@ -82,6 +79,8 @@ def create_app(settings: Settings, client: aioredis.Redis | None = None) -> Fast
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     add_admin_routes(app, settings)
     add_feed_routes(app, settings)
+    metrics.event_streams.set_function(lambda: app.state.open_streams)  # read at each scrape
+    metrics.event_streams_max.set(settings.api_max_streams)
     add_board_routes(app, settings)
     _instrument(app, metrics)
     _register_schemas(app, (TicketBatch, TicketPage))
@@ -197,7 +196,6 @@ def _add_operational_routes(app: FastAPI, settings: Settings, metrics: ApiMetric
     async def prometheus_metrics(request: Request) -> Response:
         result = await _readiness(request, settings, metrics, view)
         metrics.ready.set(1 if result.ready else 0)
-        metrics.event_streams.set(getattr(request.app.state, "open_streams", 0))
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

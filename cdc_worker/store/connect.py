@@ -110,11 +110,17 @@ def async_follower(settings: Settings) -> aioredis.Redis:
     return client
 
 
+def sentinel_of(client: aioredis.Redis) -> aiosentinel.Sentinel | None:
+    """The Sentinel manager a client's pool asks where to connect; None: a plain URL's."""
+    manager: aiosentinel.Sentinel | None = getattr(client.connection_pool, "sentinel_manager", None)
+    return manager
+
+
 async def close_client(client: aioredis.Redis) -> None:
     """``aclose()`` the client, and the connections to the Sentinels its pool asks, which
     ``aclose()`` leaves open (a Sentinel-managed pool keeps its manager, and the manager a
     client per Sentinel)."""
-    manager: aiosentinel.Sentinel | None = getattr(client.connection_pool, "sentinel_manager", None)
+    manager = sentinel_of(client)
     await client.aclose()
     if manager is not None:
         for sentinel in manager.sentinels:
