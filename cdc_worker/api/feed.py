@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import orjson
 import redis.asyncio as aioredis
-from fastapi import FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 
@@ -65,6 +65,14 @@ class View:
         )
 
 
+def view_query(
+    department_id: Department = None, status_id: Status = None, assignee_id: Assignee = None
+) -> View:
+    """The view a feed route's query parameters ask for."""
+    return View(department_id, status_id, assignee_id)
+
+
+ViewQuery = Annotated[View, Depends(view_query)]
 Event = tuple[str, int | None, bytes]  # event name, ticket id, data JSON
 
 
@@ -134,9 +142,7 @@ def add_feed_routes(app: FastAPI, settings: Settings) -> None:
     )
     async def ticket_events(
         request: Request,
-        department_id: Department = None,
-        status_id: Status = None,
-        assignee_id: Assignee = None,
+        view: ViewQuery,
         after: EntryId = None,
         last_event_id: Annotated[str | None, Header(max_length=41)] = None,
     ) -> StreamingResponse:
@@ -148,7 +154,6 @@ def add_feed_routes(app: FastAPI, settings: Settings) -> None:
             raise HTTPException(503, "too many open event streams")
         hub: FeedHub = request.app.state.feed_hub
         await hub.start()
-        view = View(department_id, status_id, assignee_id)
         stream = _stream(request, hub, view, start or hub.last, settings.api_stream_heartbeat_s)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
@@ -164,9 +169,7 @@ def add_feed_routes(app: FastAPI, settings: Settings) -> None:
     )
     async def ticket_changes(
         request: Request,
-        department_id: Department = None,
-        status_id: Status = None,
-        assignee_id: Assignee = None,
+        view: ViewQuery,
         after: EntryId = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> Response:
@@ -174,7 +177,7 @@ def add_feed_routes(app: FastAPI, settings: Settings) -> None:
         client: aioredis.Redis = request.app.state.redis
         start = _entry_id(after) or "0-0"
         page = await read_after(client, start, limit)
-        return _page(page, View(department_id, status_id, assignee_id), start)
+        return _page(page, view, start)
 
     # Ahead of ``/tickets/{ticket_id}``, which would take "events" for a ticket id.
     added = app.router.routes[routes_before:]
