@@ -17,7 +17,13 @@ import pymysql
 import redis
 
 from cdc_worker.checkpoint import Checkpoint
-from cdc_worker.devtools.localservers import MariaDBServer, RedisServer, start_mariadb, start_redis
+from cdc_worker.devtools.localservers import (
+    MariaDBServer,
+    RedisServer,
+    start_mariadb,
+    start_redis,
+    stop_process,
+)
 from cdc_worker.store import keys
 from tests.harness import spawn_worker, worker_env
 
@@ -134,12 +140,7 @@ def worker_process(
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(WORKER_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, WORKER_STOP_TIMEOUT_S)
 
 
 def snapshot_redis(client: redis.Redis) -> dict[bytes, bytes]:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import yaml
 
-from cdc_worker.devtools.localservers import free_port
+from cdc_worker.devtools.localservers import free_port, stop_process
 from tests.monitoring import ALERTS, PROMTOOL_HINT, load_yaml
 
 SCRAPE_INTERVAL = "1s"
@@ -157,12 +157,7 @@ def running_prometheus(
         server.wait_until("Prometheus ready", lambda: _ready(server.url), START_TIMEOUT_S)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_TIMEOUT_S)
+        stop_process(process, STOP_TIMEOUT_S)
 
 
 def _ready(url: str) -> bool:

@@ -58,6 +58,19 @@ MARIADB_FLAGS = (
 )
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """SIGTERM a child process still running and wait up to ``timeout_s`` for it; SIGKILL
+    it if it does not exit by then."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout_s)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago, below the ephemeral range.
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from cdc_worker.devtools.localservers import RedisServer, free_port
+from cdc_worker.devtools.localservers import RedisServer, free_port, stop_process
 from cdc_worker.devtools.seed import seed
 from cdc_worker.snapshots.resync_client import request
 from cdc_worker.store.jobs import load as load_job
@@ -48,6 +48,7 @@ NO_DATA_EXPECTED = {
 STOPPED_ALERT_TIMEOUT_S = 20.0
 DEAD_LETTER_SERIES = 'cdc_dead_letter_rows_total{table="tickets"}'
 LIVENESS_TIMEOUT_S = 2.0
+STOP_S = 30.0  # a worker, API or loadgen child finishes its batch and exits within this
 
 
 def start_api(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen[bytes]:
@@ -58,16 +59,6 @@ def start_api(env: dict[str, str], port: int, log_path: Path) -> subprocess.Pope
             stdout=log,
             stderr=log,
         )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 def wait_ok(url: str, timeout_s: float = 30.0) -> None:
@@ -114,7 +105,7 @@ def under_load(source_db: SourceDatabase, redis_url: str, api_url: str) -> Itera
     finally:
         stopping.set()
         reader.join(10)
-        stop(loadgen)
+        stop_process(loadgen, STOP_S)
 
 
 def dead_letter_one_row(source_db: SourceDatabase) -> None:
@@ -214,8 +205,8 @@ def test_a_real_prometheus_evaluates_every_panel_and_alert_and_sees_the_worker_s
             assert states["CdcWorkerHeartbeatStale"] == {"pending"}, took_s
             assert "CdcWorkerDown" in states
         finally:
-            stop(worker)
-            stop(api)
+            stop_process(worker, STOP_S)
+            stop_process(api, STOP_S)
 
 
 def test_a_worker_whose_redis_freezes_fails_its_liveness_probe_and_the_api_says_not_ready(
@@ -251,8 +242,8 @@ def test_a_worker_whose_redis_freezes_fails_its_liveness_probe_and_the_api_says_
             os.kill(redis_pid, signal.SIGCONT)
         wait_ok(healthz, timeout_s=30)
     finally:
-        stop(worker)
-        stop(api)
+        stop_process(worker, STOP_S)
+        stop_process(api, STOP_S)
 
 
 def assert_the_api_scrape_answers_not_ready(api_port: int) -> None:
